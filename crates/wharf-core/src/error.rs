@@ -1,0 +1,76 @@
+//! The error of every Wharf operation, as meanings callers branch on.
+//!
+//! Backends keep their own detailed errors and map them here at the adapter,
+//! keeping the message; the wire (gRPC status, HTTP JSON, CLI exit code) is
+//! mapped from these variants in one place at each edge.
+
+use crate::{NameError, StreamName};
+
+/// A stream's current version as reported in a conflict: `None` when the
+/// stream does not exist.
+pub type CurrentVersion = Option<u64>;
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A name broke a naming rule.
+    #[error("invalid {kind} name: {source}")]
+    InvalidName {
+        /// What was being named (`stream`, `queue`).
+        kind: &'static str,
+        /// The rule that was broken.
+        source: NameError,
+    },
+    /// A request argument is out of bounds or malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The stream's version did not match the expectation; nothing was written.
+    #[error(
+        "wrong expected version for stream `{stream}`: expected {expected}, actual {}",
+        actual.map_or_else(|| "no stream".to_owned(), |v| v.to_string())
+    )]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: StreamName,
+        /// The expectation given, in its display form (`any`, `no-stream`, `exists`, `N`).
+        expected: String,
+        /// The stream's actual last version.
+        actual: CurrentVersion,
+    },
+    /// An event id in the batch is already used by a different event or at
+    /// a different place, so the append is neither new nor a retry.
+    #[error("event id {id} already exists at another place in the log")]
+    EventIdConflict {
+        /// The conflicting id.
+        id: uuid::Uuid,
+    },
+    /// The stream has no events.
+    #[error("stream `{0}` not found")]
+    StreamNotFound(StreamName),
+    /// The storage cannot serve the request now; retrying later may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The data directory is held by another Wharf process.
+    #[error("data directory {path} is locked by another Wharf process")]
+    DataDirLocked {
+        /// The directory.
+        path: String,
+    },
+    /// The storage failed in a way retrying will not fix.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// Result with Wharf's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::InvalidName`] for a stream name.
+    pub fn invalid_stream_name(source: NameError) -> Self {
+        Self::InvalidName {
+            kind: "stream",
+            source,
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The writer thread: group commit of appends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot, watch};
+use wharf_core::{
+    AppendOutcome, AppendResult, Clock, Error, ExpectedVersion, NewEvent, Position, Result,
+    Timestamp,
+};
+use wharf_storage::AppendRequest;
+
+use crate::codec::encode_metadata;
+
+/// Most appends one transaction carries; bounds the latency a large group
+/// adds to its first member.
+const MAX_GROUP: usize = 1024;
+/// Most payload bytes one transaction carries.
+const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
+/// Streams whose id and version the writer remembers; past this the cache
+/// starts over, costing one indexed lookup per stream.
+const STREAM_CACHE: usize = 100_000;
+
+/// A request to the writer, with where to send the answer.
+pub(crate) struct Job {
+    pub(crate) request: AppendRequest,
+    pub(crate) bytes: usize,
+    pub(crate) reply: oneshot::Sender<Result<AppendOutcome>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StreamState {
+    id: i64,
+    last: Option<u64>,
+}
+
+/// State the writer owns; changed only after a commit succeeds.
+pub(crate) struct Writer {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+    head: watch::Sender<Position>,
+    next_position: u64,
+    last_created_at: Timestamp,
+    streams: HashMap<String, StreamState>,
+}
+
+/// What a transaction in progress has changed, merged into the writer's
+/// state once it commits.
+struct Staged {
+    next_position: u64,
+    streams: HashMap<String, StreamState>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        clock: Arc<dyn Clock>,
+        head: watch::Sender<Position>,
+    ) -> rusqlite::Result<Self> {
+        let mut writer = Self {
+            conn,
+            clock,
+            head,
+            next_position: 0,
+            last_created_at: Timestamp::EPOCH,
+            streams: HashMap::new(),
+        };
+        writer.reload()?;
+        Ok(writer)
+    }
+
+    /// Reads the log's head from disk; after open and after a failed commit.
+    fn reload(&mut self) -> rusqlite::Result<()> {
+        let (max, created): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT position, created_at FROM events ORDER BY position DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((None, None));
+        self.next_position = max.map_or(0, |p| p as u64 + 1);
+        self.last_created_at = Timestamp::from_micros(created.unwrap_or(0));
+        self.streams.clear();
+        self.head.send_replace(Position(self.next_position));
+        Ok(())
+    }
+
+    /// Serves jobs until every sender is gone, then returns.
+    pub(crate) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = jobs.blocking_recv() {
+            let mut bytes = first.bytes;
+            group.push(first);
+            while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        bytes += job.bytes;
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(&mut group);
+        }
+    }
+
+    fn commit_group(&mut self, group: &mut Vec<Job>) {
+        let now = self.clock.now().max(self.last_created_at);
+        let mut staged = Staged {
+            next_position: self.next_position,
+            streams: HashMap::new(),
+        };
+        let outcome = self.apply_group(group, now, &mut staged);
+        match outcome {
+            Ok(results) => {
+                self.next_position = staged.next_position;
+                self.last_created_at = now;
+                if self.streams.len() + staged.streams.len() > STREAM_CACHE {
+                    self.streams.clear();
+                }
+                self.streams.extend(staged.streams);
+                self.head.send_replace(Position(self.next_position));
+                for (job, result) in group.drain(..).zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed");
+                let message = format!("commit failed: {e}");
+                for job in group.drain(..) {
+                    let _ = job.reply.send(Err(Error::Unavailable(message.clone())));
+                }
+                if let Err(e) = self.reload() {
+                    tracing::error!(error = %e, "reloading the log head failed");
+                }
+            }
+        }
+    }
+
+    /// Applies every job in one transaction and commits it. An error here is
+    /// a failure of the transaction itself; a job's own failure is its result.
+    fn apply_group(
+        &mut self,
+        group: &[Job],
+        now: Timestamp,
+        staged: &mut Staged,
+    ) -> rusqlite::Result<Vec<Result<AppendOutcome>>> {
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(group.len());
+        for job in group {
+            let sp = tx.savepoint()?;
+            let before = staged.next_position;
+            let mut local = HashMap::new();
+            match apply(&sp, &self.streams, staged, &mut local, &job.request, now) {
+                Ok(outcome) => {
+                    sp.commit()?;
+                    staged.streams.extend(local);
+                    results.push(Ok(outcome));
+                }
+                Err(Failure::Job(e)) => {
+                    // Dropping the savepoint rolls back to it and releases it.
+                    drop(sp);
+                    staged.next_position = before;
+                    results.push(Err(e));
+                }
+                Err(Failure::Sqlite(e)) => return Err(e),
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+}
+
+/// Why one job failed: its own fault, or the database's.
+enum Failure {
+    Job(Error),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+fn lookup(
+    conn: &Connection,
+    cache: &HashMap<String, StreamState>,
+    staged: &Staged,
+    local: &HashMap<String, StreamState>,
+    name: &str,
+) -> rusqlite::Result<Option<StreamState>> {
+    if let Some(s) = local
+        .get(name)
+        .or_else(|| staged.streams.get(name))
+        .or_else(|| cache.get(name))
+    {
+        return Ok(Some(*s));
+    }
+    let id: Option<i64> = conn
+        .prepare_cached("SELECT id FROM streams WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else { return Ok(None) };
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT max(version) FROM events WHERE stream_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    Ok(Some(StreamState {
+        id,
+        last: last.map(|v| v as u64),
+    }))
+}
+
+fn apply(
+    conn: &Connection,
+    cache: &HashMap<String, StreamState>,
+    staged: &mut Staged,
+    local: &mut HashMap<String, StreamState>,
+    request: &AppendRequest,
+    now: Timestamp,
+) -> Result<AppendOutcome, Failure> {
+    let name = request.stream.as_str();
+    let state = lookup(conn, cache, staged, local, name)?;
+    let current = state.and_then(|s| s.last);
+
+    if let Some(outcome) = find_duplicate(conn, state, request)? {
+        return Ok(outcome);
+    }
+    let matches = match request.expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => current.is_none(),
+        ExpectedVersion::StreamExists => current.is_some(),
+        ExpectedVersion::Exact(n) => current == Some(n),
+    };
+    if !matches {
+        return Err(Failure::Job(Error::WrongExpectedVersion {
+            stream: request.stream.clone(),
+            expected: request.expected.to_string(),
+            actual: current,
+        }));
+    }
+
+    let stream_id = match state {
+        Some(s) => s.id,
+        None => {
+            conn.prepare_cached("INSERT INTO streams (name) VALUES (?1)")?
+                .execute([name])?;
+            conn.last_insert_rowid()
+        }
+    };
+    let first_version = current.map_or(0, |v| v + 1);
+    let first_position = staged.next_position;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (position, stream_id, version, event_id, event_type, \
+         content_type, created_at, metadata, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for (i, event) in request.events.iter().enumerate() {
+        let i = i as u64;
+        insert_event(
+            &mut insert,
+            first_position + i,
+            stream_id,
+            first_version + i,
+            event,
+            now,
+        )?;
+    }
+    let n = request.events.len() as u64;
+    staged.next_position = first_position + n;
+    local.insert(
+        name.to_owned(),
+        StreamState {
+            id: stream_id,
+            last: Some(first_version + n - 1),
+        },
+    );
+    Ok(AppendOutcome::Appended(AppendResult {
+        first_version,
+        last_version: first_version + n - 1,
+        first_position: Position(first_position),
+        last_position: Position(first_position + n - 1),
+    }))
+}
+
+fn insert_event(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    position: u64,
+    stream_id: i64,
+    version: u64,
+    event: &NewEvent,
+    now: Timestamp,
+) -> Result<(), Failure> {
+    let inserted = insert.execute(params![
+        position as i64,
+        stream_id,
+        version as i64,
+        event.id.as_bytes(),
+        event.event_type,
+        event.content_type,
+        now.as_micros(),
+        encode_metadata(&event.metadata),
+        event.data.as_ref(),
+    ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(Failure::Job(Error::EventIdConflict { id: event.id }))
+        }
+        Err(e) => Err(Failure::Sqlite(e)),
+    }
+}
+
+/// Recognises a retry: the batch's events already sit, by id and in order,
+/// in this stream. Any other reuse of an id is a conflict.
+fn find_duplicate(
+    conn: &Connection,
+    state: Option<StreamState>,
+    request: &AppendRequest,
+) -> Result<Option<AppendOutcome>, Failure> {
+    let first = &request.events[0];
+    let found: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT stream_id, version FROM events WHERE event_id = ?1")?
+        .query_row([first.id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((stream_id, version)) = found else {
+        return Ok(None);
+    };
+    let conflict = || Failure::Job(Error::EventIdConflict { id: first.id });
+    let Some(state) = state.filter(|s| s.id == stream_id) else {
+        return Err(conflict());
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_id, position FROM events WHERE stream_id = ?1 AND version >= ?2 \
+         ORDER BY version LIMIT ?3",
+    )?;
+    let rows: Vec<(Vec<u8>, i64)> = stmt
+        .query_map(
+            params![stream_id, version, request.events.len() as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let same = rows.len() == request.events.len()
+        && rows
+            .iter()
+            .zip(&request.events)
+            .all(|((id, _), e)| id.as_slice() == e.id.as_bytes());
+    if !same {
+        return Err(conflict());
+    }
+    let first_version = version as u64;
+    let compatible = match request.expected {
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+        ExpectedVersion::NoStream => first_version == 0,
+        ExpectedVersion::Exact(n) => first_version == n + 1,
+    };
+    if !compatible {
+        return Err(Failure::Job(Error::WrongExpectedVersion {
+            stream: request.stream.clone(),
+            expected: request.expected.to_string(),
+            actual: state.last,
+        }));
+    }
+    let n = request.events.len() as u64;
+    Ok(Some(AppendOutcome::Duplicate(AppendResult {
+        first_version,
+        last_version: first_version + n - 1,
+        first_position: Position(rows[0].1 as u64),
+        last_position: Position(rows[rows.len() - 1].1 as u64),
+    })))
+}

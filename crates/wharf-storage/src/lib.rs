@@ -1,0 +1,14 @@
+//! Storage ports of Wharf and the conformance suites every backend must pass.
+//!
+//! A port is a trait whose `# Contract` section states the guarantees; the
+//! [`conformance`] module checks them as scenario functions over `&dyn Port`,
+//! and each backend expands them into one test per scenario with
+//! [`event_log_conformance!`](crate::event_log_conformance).
+#![warn(missing_docs)]
+
+pub mod conformance;
+mod event_log;
+mod subscription;
+
+pub use event_log::{AppendRequest, EventLog, ReadAllPage};
+pub use subscription::{Subscription, SubscriptionItem};
