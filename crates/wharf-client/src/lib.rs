@@ -1,1 +1,237 @@
-//! placeholder
+//! The Rust client of a Wharf server, over gRPC.
+//!
+//! Errors are the same [`wharf_core::Error`] an embedded caller sees, decoded
+//! from the status detail the server sends; a server that cannot be reached
+//! is [`Error::Unavailable`].
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> wharf_core::Result<()> {
+//! use wharf_client::Client;
+//! use wharf_core::{ExpectedVersion, NewEvent};
+//!
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//! let stream = "order-42".parse().unwrap();
+//! client
+//!     .append(&stream, ExpectedVersion::Any, vec![NewEvent::new("OrderPlaced", "{}")])
+//!     .await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+use wharf_core::{
+    AppendOutcome, Error, ExpectedVersion, LogFilter, NewEvent, Position, ReadDirection,
+    RecordedEvent, Result, StreamName, StreamStart, Timestamp,
+};
+use wharf_proto::convert;
+use wharf_proto::status::from_status;
+use wharf_proto::v1::{self, streams_client::StreamsClient};
+
+/// Largest response message the client accepts (a page of events).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionItem {
+    /// The next matching event.
+    Event(RecordedEvent),
+    /// The backlog is delivered; what follows is live.
+    CaughtUp,
+}
+
+/// A stream of events, or of subscription items.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send>>;
+
+/// A connection to a Wharf server; cheap to clone, safe to share.
+#[derive(Clone)]
+pub struct Client {
+    streams: StreamsClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a malformed URL, [`Error::Unavailable`]
+    /// when nothing answers.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| Error::InvalidArgument(format!("server URL `{url}`: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot connect to {url}: {e}")))?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            streams: StreamsClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        }
+    }
+
+    /// Appends `events` to `stream` atomically if `expected` holds.
+    ///
+    /// # Errors
+    /// As [`wharf`'s append](https://docs.rs/wharf): `WrongExpectedVersion`,
+    /// `EventIdConflict`, `InvalidArgument`, `Unavailable`.
+    pub async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        let request = v1::AppendRequest {
+            stream: stream.to_string(),
+            expected_version: Some(expected.into()),
+            events: events.into_iter().map(Into::into).collect(),
+        };
+        let response = self
+            .streams
+            .clone()
+            .append(request)
+            .await
+            .map_err(|s| from_status(&s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Reads `stream` from `start` in `direction`, at most `limit` events
+    /// (`None`: all).
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `Unavailable`.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamName,
+        start: StreamStart,
+        direction: ReadDirection,
+        limit: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>> {
+        let request = v1::ReadStreamRequest {
+            stream: stream.to_string(),
+            from_version: match start {
+                StreamStart::Edge => None,
+                StreamStart::Version(v) => Some(v),
+            },
+            backwards: direction == ReadDirection::Backwards,
+            limit: limit.unwrap_or(0),
+        };
+        let response = self
+            .streams
+            .clone()
+            .read_stream(request)
+            .await
+            .map_err(|s| from_status(&s))?;
+        let mut events = Vec::new();
+        let mut pages = response.into_inner();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|s| from_status(&s))?;
+            for e in page.events {
+                events.push(convert::recorded_event(e).map_err(|s| from_status(&s))?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Reads the log from `from` up to the head as of the call, as a stream
+    /// of pages of events (each page one response message).
+    ///
+    /// # Errors
+    /// `Unavailable`; stream items carry errors met mid-read.
+    pub async fn read_all(
+        &self,
+        from: Position,
+        filter: &LogFilter,
+        limit: Option<u64>,
+    ) -> Result<BoxStream<Vec<RecordedEvent>>> {
+        let request = v1::ReadAllRequest {
+            from_position: from.0,
+            stream_prefix: filter.stream_prefix.clone().unwrap_or_default(),
+            event_types: filter.event_types.clone(),
+            limit: limit.unwrap_or(0),
+        };
+        let response = self
+            .streams
+            .clone()
+            .read_all(request)
+            .await
+            .map_err(|s| from_status(&s))?;
+        Ok(Box::pin(response.into_inner().map(|page| {
+            let page = page.map_err(|s| from_status(&s))?;
+            page.events
+                .into_iter()
+                .map(|e| convert::recorded_event(e).map_err(|s| from_status(&s)))
+                .collect()
+        })))
+    }
+
+    /// Subscribes to the log from `from`: the backlog, then
+    /// [`SubscriptionItem::CaughtUp`], then live events as they commit.
+    ///
+    /// # Errors
+    /// `Unavailable`; stream items carry errors met later.
+    pub async fn subscribe(
+        &self,
+        from: Position,
+        filter: &LogFilter,
+    ) -> Result<BoxStream<SubscriptionItem>> {
+        let request = v1::SubscribeRequest {
+            from_position: from.0,
+            stream_prefix: filter.stream_prefix.clone().unwrap_or_default(),
+            event_types: filter.event_types.clone(),
+        };
+        let response = self
+            .streams
+            .clone()
+            .subscribe(request)
+            .await
+            .map_err(|s| from_status(&s))?;
+        let items = response.into_inner().flat_map(|page| {
+            let items: Vec<Result<SubscriptionItem>> = match page {
+                Err(s) => vec![Err(from_status(&s))],
+                Ok(page) => {
+                    let mut items: Vec<_> = page
+                        .events
+                        .into_iter()
+                        .map(|e| {
+                            convert::recorded_event(e)
+                                .map(SubscriptionItem::Event)
+                                .map_err(|s| from_status(&s))
+                        })
+                        .collect();
+                    if page.caught_up {
+                        items.push(Ok(SubscriptionItem::CaughtUp));
+                    }
+                    items
+                }
+            };
+            futures::stream::iter(items)
+        });
+        Ok(Box::pin(items))
+    }
+
+    /// The first position committed at or after `at`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn position_at(&self, at: Timestamp) -> Result<Option<Position>> {
+        let response = self
+            .streams
+            .clone()
+            .position_at(v1::PositionAtRequest {
+                timestamp_micros: at.as_micros(),
+            })
+            .await
+            .map_err(|s| from_status(&s))?;
+        Ok(response.into_inner().position.map(Position))
+    }
+}

@@ -44,7 +44,6 @@ impl Default for ServerConfig {
 /// The storage backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[non_exhaustive]
 pub enum StorageConfig {
     /// The single-node engine on SQLite, in a data directory.
     Embedded {

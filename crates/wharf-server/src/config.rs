@@ -1,0 +1,252 @@
+//! Loading the configuration: a YAML file, then `WHARF_<SECTION>__<KEY>`
+//! environment overrides, then the typed [`Config`] with its defaults.
+//!
+//! Errors name the file (or variable) and the key, e.g.
+//! `wharf.yaml: server.grpc_listen: invalid socket address syntax`.
+
+use std::path::{Path, PathBuf};
+
+use serde_norway::{Mapping, Value};
+use wharf_core::Config;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML.
+    #[error("config file {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a value of the wrong shape, or is unknown.
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        /// The file, or the environment variable, the value came from.
+        origin: String,
+        /// The dotted key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The prefix of configuration environment variables.
+const ENV_PREFIX: &str = "WHARF_";
+
+/// Loads `path` (or the defaults when `None`), applying the overrides found
+/// in `env`.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file or variable and the key.
+pub fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut root = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let value: Value = serde_norway::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            match value {
+                Value::Null => Value::Mapping(Mapping::new()),
+                v @ Value::Mapping(_) => v,
+                _ => {
+                    return Err(ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: "the top level must be a mapping of sections".into(),
+                    });
+                }
+            }
+        }
+        None => Value::Mapping(Mapping::new()),
+    };
+    let mut from_env = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        // Only `SECTION__KEY` names configure the server; `WHARF_SERVER`,
+        // `WHARF_TOKEN` and friends belong to the CLI.
+        if !rest.contains("__") {
+            continue;
+        }
+        let keys: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        set(&mut root, &keys, scalar(&value));
+        from_env.push((keys.join("."), name));
+    }
+    default_storage_type(&mut root);
+    let origin_of = |key: &str| {
+        from_env
+            .iter()
+            .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(key))
+            .map(|(_, var)| format!("environment variable {var}"))
+            .or_else(|| path.map(|p| format!("config file {}", p.display())))
+            .unwrap_or_else(|| "configuration".to_owned())
+    };
+    serde_path_to_error::deserialize(root).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::Invalid {
+            origin: origin_of(&key),
+            key,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// `storage.type` defaults to `embedded`, so `storage: { path: … }` (or a
+/// lone `WHARF_STORAGE__PATH`) means the embedded store at that path.
+fn default_storage_type(root: &mut Value) {
+    if let Value::Mapping(top) = root
+        && let Some(Value::Mapping(storage)) = top.get_mut("storage")
+        && !storage.contains_key("type")
+    {
+        storage.insert(
+            Value::String("type".into()),
+            Value::String("embedded".into()),
+        );
+    }
+}
+
+/// An environment value as YAML would read it (`5` a number, `true` a
+/// boolean), or a plain string when it is not a scalar.
+fn scalar(text: &str) -> Value {
+    match serde_norway::from_str::<Value>(text) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
+        _ => Value::String(text.to_owned()),
+    }
+}
+
+fn set(root: &mut Value, keys: &[String], value: Value) {
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let mut node = root;
+    for key in parents {
+        if !matches!(node, Value::Mapping(_)) {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let Value::Mapping(map) = node else {
+            unreachable!("made a mapping above")
+        };
+        node = map
+            .entry(Value::String(key.clone()))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+    if !matches!(node, Value::Mapping(_)) {
+        *node = Value::Mapping(Mapping::new());
+    }
+    if let Value::Mapping(map) = node {
+        map.insert(Value::String(last.clone()), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use wharf_core::{Durability, StorageConfig};
+
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn no_file_gives_the_documented_defaults() {
+        let c = load(None, []).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn file_sets_listeners_and_storage() {
+        let f = file(
+            "server:\n  grpc_listen: 127.0.0.1:6000\nstorage:\n  type: embedded\n  path: /tmp/x\n  durability: relaxed\n",
+        );
+        let c = load(Some(f.path()), []).unwrap();
+        assert_eq!(c.server.grpc_listen.port(), 6000);
+        assert_eq!(c.server.http_listen.port(), 9099);
+        assert_eq!(
+            c.storage,
+            StorageConfig::Embedded {
+                path: "/tmp/x".into(),
+                durability: Durability::Relaxed
+            }
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let f = file("server:\n  grpc_listen: 127.0.0.1:6000\n");
+        let env = [
+            ("WHARF_SERVER__GRPC_LISTEN".into(), "127.0.0.1:7000".into()),
+            ("WHARF_STORAGE__DURABILITY".into(), "relaxed".into()),
+            ("WHARF_SERVER".into(), "http://ignored".into()),
+        ];
+        let c = load(Some(f.path()), env).unwrap();
+        assert_eq!(c.server.grpc_listen.port(), 7000);
+        assert!(matches!(
+            c.storage,
+            StorageConfig::Embedded {
+                durability: Durability::Relaxed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn malformed_value_names_the_key_and_the_file() {
+        let f = file("server:\n  grpc_listen: not-an-address\n");
+        let err = load(Some(f.path()), []).unwrap_err().to_string();
+        assert!(err.contains("server.grpc_listen"), "{err}");
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let f = file("server:\n  grpc_lisen: 127.0.0.1:1\n");
+        let err = load(Some(f.path()), []).unwrap_err().to_string();
+        assert!(err.contains("grpc_lisen"), "{err}");
+    }
+
+    #[test]
+    fn yaml_syntax_error_names_the_file_and_line() {
+        let f = file("server: [unclosed\n");
+        let err = load(Some(f.path()), []).unwrap_err().to_string();
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        let env = [("WHARF_SERVER__HTTP_LISTEN".into(), "nope".into())];
+        let err = load(None, env).unwrap_err().to_string();
+        assert!(err.contains("WHARF_SERVER__HTTP_LISTEN"), "{err}");
+        assert!(err.contains("server.http_listen"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error_naming_it() {
+        let err = load(Some(Path::new("/nonexistent/wharf.yaml")), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/wharf.yaml"), "{err}");
+    }
+}
