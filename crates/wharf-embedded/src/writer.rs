@@ -148,23 +148,27 @@ impl Writer {
         now: Timestamp,
         staged: &mut Staged,
     ) -> rusqlite::Result<Vec<Result<AppendOutcome>>> {
-        let mut tx = self
+        let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Each job runs under its own savepoint so a failing job leaves its
+        // neighbours' writes in place. Cached statements: rusqlite's
+        // `Savepoint` re-parses its SQL on every call.
+        let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
         let mut results = Vec::with_capacity(group.len());
         for job in group {
-            let sp = tx.savepoint()?;
+            run("SAVEPOINT job")?;
             let before = staged.next_position;
             let mut local = HashMap::new();
-            match apply(&sp, &self.streams, staged, &mut local, &job.request, now) {
+            match apply(&tx, &self.streams, staged, &mut local, &job.request, now) {
                 Ok(outcome) => {
-                    sp.commit()?;
+                    run("RELEASE job")?;
                     staged.streams.extend(local);
                     results.push(Ok(outcome));
                 }
                 Err(Failure::Job(e)) => {
-                    // Dropping the savepoint rolls back to it and releases it.
-                    drop(sp);
+                    run("ROLLBACK TO job")?;
+                    run("RELEASE job")?;
                     staged.next_position = before;
                     results.push(Err(e));
                 }
@@ -228,9 +232,9 @@ fn apply(
     let state = lookup(conn, cache, staged, local, name)?;
     let current = state.and_then(|s| s.last);
 
-    if let Some(outcome) = find_duplicate(conn, state, request)? {
-        return Ok(outcome);
-    }
+    // A retry is recognised only when the append cannot go ahead as new:
+    // its expectation fails, or its first id is already taken. The common
+    // path pays no extra lookup.
     let matches = match request.expected {
         ExpectedVersion::Any => true,
         ExpectedVersion::NoStream => current.is_none(),
@@ -238,6 +242,9 @@ fn apply(
         ExpectedVersion::Exact(n) => current == Some(n),
     };
     if !matches {
+        if let Some(outcome) = find_duplicate(conn, state, request)? {
+            return Ok(outcome);
+        }
         return Err(Failure::Job(Error::WrongExpectedVersion {
             stream: request.stream.clone(),
             expected: request.expected.to_string(),
@@ -261,14 +268,21 @@ fn apply(
     )?;
     for (i, event) in request.events.iter().enumerate() {
         let i = i as u64;
-        insert_event(
+        let inserted = insert_event(
             &mut insert,
             first_position + i,
             stream_id,
             first_version + i,
             event,
             now,
-        )?;
+        );
+        if let (0, Err(Failure::Job(Error::EventIdConflict { .. }))) = (i, &inserted)
+            && let Some(outcome) = find_duplicate(conn, state, request)?
+        {
+            // Nothing of this append was written: the first insert failed.
+            return Ok(outcome);
+        }
+        inserted?;
     }
     let n = request.events.len() as u64;
     staged.next_position = first_position + n;

@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wharf::{Config, Wharf};
@@ -121,7 +122,16 @@ impl Server {
                 .max_encoding_message_size(max_message.max(64 * 1024 * 1024));
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+            // `Server::tcp_nodelay` applies only to listeners tonic binds
+            // itself; without it here, Nagle's algorithm and delayed ACKs
+            // stall every request that spans several TCP segments.
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {
+                conn.inspect(|s| {
+                    if let Err(e) = s.set_nodelay(true) {
+                        tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                })
+            });
             let served = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(streams)
