@@ -264,7 +264,8 @@ fn apply(
     let first_position = staged.next_position;
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (position, stream_id, version, event_id, event_type, \
-         content_type, created_at, metadata, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         content_type, created_at, first, metadata, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for (i, event) in request.events.iter().enumerate() {
         let i = i as u64;
@@ -273,6 +274,7 @@ fn apply(
             first_position + i,
             stream_id,
             first_version + i,
+            i == 0,
             event,
             now,
         );
@@ -306,6 +308,7 @@ fn insert_event(
     position: u64,
     stream_id: i64,
     version: u64,
+    first: bool,
     event: &NewEvent,
     now: Timestamp,
 ) -> Result<(), Failure> {
@@ -317,6 +320,7 @@ fn insert_event(
         event.event_type,
         event.content_type,
         now.as_micros(),
+        first,
         encode_metadata(&event.metadata),
         event.data.as_ref(),
     ]);
@@ -340,7 +344,7 @@ fn find_duplicate(
 ) -> Result<Option<AppendOutcome>, Failure> {
     let first = &request.events[0];
     let found: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT stream_id, version FROM events WHERE event_id = ?1")?
+        .prepare_cached("SELECT stream_id, version FROM events WHERE event_id = ?1 AND first = 1")?
         .query_row([first.id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((stream_id, version)) = found else {

@@ -46,7 +46,7 @@ macro_rules! event_log_conformance {
             wrong_expected_version_writes_nothing,
             reappending_the_same_events_is_idempotent,
             reusing_an_event_id_elsewhere_is_a_conflict,
-            failed_batch_is_not_partially_visible,
+            failed_appends_leave_no_trace_and_spare_their_neighbours,
             read_stream_forwards_from_a_version,
             read_stream_backwards_from_the_end,
             reading_a_missing_stream_is_not_found,

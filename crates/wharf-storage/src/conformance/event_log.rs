@@ -256,23 +256,43 @@ pub async fn reusing_an_event_id_elsewhere_is_a_conflict(log: &Arc<dyn EventLog>
     assert_eq!(read_forwards(log, "one").await.len(), 2);
 }
 
-pub async fn failed_batch_is_not_partially_visible(log: &Arc<dyn EventLog>, _: &ManualClock) {
-    let taken = append_ok(log, "p", batch(1, "T")).await;
-    let taken_id = read_forwards(log, "p").await[0].id;
-    // Two good events, then one whose id is taken: nothing of it may land.
-    let mut events = batch(2, "Good");
-    events.push(NewEvent::new("Bad", "dup").with_id(taken_id));
-    assert!(
-        append(log, "q", ExpectedVersion::Any, events)
-            .await
-            .is_err()
-    );
+pub async fn failed_appends_leave_no_trace_and_spare_their_neighbours(
+    log: &Arc<dyn EventLog>,
+    _: &ManualClock,
+) {
+    append_ok(log, "base", batch(1, "T")).await;
+    // Sixteen appends at once, so backends that commit in groups put good
+    // and failing ones in the same group; every odd one fails its check.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let expected = if i % 2 == 0 {
+                    ExpectedVersion::Any
+                } else {
+                    ExpectedVersion::Exact(1_000)
+                };
+                let stream = format!("n-{i}");
+                (i, append(&log, &stream, expected, batch(3, "T")).await)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (i, outcome) = t.await.unwrap();
+        assert_eq!(outcome.is_ok(), i % 2 == 0, "append {i}: {outcome:?}");
+    }
     let all = read_everything(log, &LogFilter::default()).await;
-    assert_eq!(all.len(), 1);
+    assert_eq!(all.len(), 1 + 8 * 3, "only the good appends landed, whole");
+    let positions: Vec<u64> = all.iter().map(|e| e.position.0).collect();
     assert_eq!(
-        *log.watch_head().borrow(),
-        taken.result().last_position.next()
+        positions,
+        (0..25).collect::<Vec<_>>(),
+        "no gaps left by failures"
     );
+    for e in &all[1..] {
+        let n: usize = e.stream.as_str()[2..].parse().unwrap();
+        assert_eq!(n % 2, 0, "event of a failed append is visible: {e:?}");
+    }
 }
 
 pub async fn read_stream_forwards_from_a_version(log: &Arc<dyn EventLog>, _: &ManualClock) {
