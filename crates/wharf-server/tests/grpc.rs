@@ -345,10 +345,12 @@ async fn shutdown_under_load_keeps_every_acknowledged_append() {
     tokio::time::timeout(Duration::from_secs(10), r.server.shutdown())
         .await
         .expect("shutdown finishes while clients keep appending");
-    let mut config = Config::default();
-    config.storage = StorageConfig::Embedded {
-        path: r._dir.path().join("data"),
-        durability: Durability::Relaxed,
+    let config = Config {
+        storage: StorageConfig::Embedded {
+            path: r._dir.path().join("data"),
+            durability: Durability::Relaxed,
+        },
+        ..Config::default()
     };
     let reopened = wharf::Wharf::open(&config).await.expect("storage reopens");
     let mut total = 0;

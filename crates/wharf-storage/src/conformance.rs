@@ -3,7 +3,7 @@
 //! A backend's test file calls the port's macro with a factory, and gets one
 //! `#[test]` per scenario, so one broken guarantee is one failing test:
 //!
-//! ```ignore
+//! ```text
 //! async fn make(clock: wharf_core::ManualClock) -> wharf_storage::conformance::TestLog { … }
 //! wharf_storage::event_log_conformance!(make);
 //! ```

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> wharf::Result<()> {
-//! use wharf::{Config, ExpectedVersion, NewEvent, StreamStart, ReadDirection, Wharf};
+//! use wharf::{Config, ConfigExt, ExpectedVersion, NewEvent, ReadDirection, StreamStart, Wharf};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let wharf = Wharf::open(&Config::embedded(dir.path())).await?;
