@@ -72,7 +72,7 @@ struct Acked {
 /// acknowledged. Half the clients share one stream, so versions interleave.
 async fn append_until_killed(url: String, client_no: usize, round: usize) -> Vec<Acked> {
     let client = Client::connect(&url).await.expect("connect");
-    let stream = if client_no % 2 == 0 {
+    let stream = if client_no.is_multiple_of(2) {
         format!("shared-{round}")
     } else {
         format!("own-{round}-{client_no}")
@@ -115,6 +115,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_append_and_shows_no_partial_batc
             .collect();
         tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
         server.kill();
+        let before = acknowledged.len();
         for c in clients {
             let acked = tokio::time::timeout(Duration::from_secs(20), c)
                 .await
@@ -122,6 +123,14 @@ async fn sigkill_mid_load_loses_no_acknowledged_append_and_shows_no_partial_batc
                 .expect("client task");
             acknowledged.extend(acked);
         }
+        let this_round = acknowledged.len() - before;
+        eprintln!(
+            "round {round}: SIGKILL after {kill_after_ms} ms, {this_round} appends acknowledged"
+        );
+        assert!(
+            this_round > 0,
+            "round {round} killed the server before any append"
+        );
         verify(&data, &acknowledged, round).await;
     }
     assert!(

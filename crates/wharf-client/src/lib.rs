@@ -63,10 +63,17 @@ impl Client {
             .map_err(|e| Error::InvalidArgument(format!("server URL `{url}`: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("cannot connect to {url}: {e}")))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            // tonic's own message is only "transport error"; the reason
+            // (refused, unreachable, timed out) is further down the chain.
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                reason = format!("{reason}: {cause}");
+                source = cause.source();
+            }
+            Error::Unavailable(format!("cannot connect to {url}: {reason}"))
+        })?;
         Ok(Self::from_channel(channel))
     }
 

@@ -15,15 +15,16 @@ pub type CurrentVersion = Option<u64>;
 #[non_exhaustive]
 pub enum Error {
     /// A name broke a naming rule.
-    #[error("invalid {kind} name: {source}")]
+    #[error("invalid {kind} name: {rule}")]
     InvalidName {
         /// What was being named (`stream`, `queue`).
         kind: &'static str,
         /// The rule that was broken.
-        source: NameError,
+        rule: NameError,
     },
-    /// A request argument is out of bounds or malformed.
-    #[error("invalid argument: {0}")]
+    /// A request argument is out of bounds or malformed; the message names
+    /// the argument and the bound.
+    #[error("{0}")]
     InvalidArgument(String),
     /// The stream's version did not match the expectation; nothing was written.
     #[error(
@@ -67,10 +68,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// An [`Error::InvalidName`] for a stream name.
-    pub fn invalid_stream_name(source: NameError) -> Self {
+    pub fn invalid_stream_name(rule: NameError) -> Self {
         Self::InvalidName {
             kind: "stream",
-            source,
+            rule,
         }
     }
 }

@@ -1,0 +1,203 @@
+//! What commands print: text for humans, JSON for scripts.
+//!
+//! The JSON shapes are the CLI contract (DESIGN.md §7); in particular a
+//! payload appears as `data` (a string) when it is valid UTF-8 and as
+//! `data_base64` otherwise, so binary payloads survive a round trip.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Map, Value, json};
+use wharf_core::RecordedEvent;
+
+use crate::exit::StdoutClosed;
+
+/// How to print results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Text for people.
+    Human,
+    /// JSON for scripts.
+    Json,
+}
+
+impl Format {
+    /// The format `--json` asks for.
+    pub fn from_json_flag(json: bool) -> Self {
+        if json { Self::Json } else { Self::Human }
+    }
+}
+
+/// Prints one line on stdout.
+///
+/// # Errors
+/// [`StdoutClosed`] when the reader went away; other write errors as they are.
+pub fn line(text: impl fmt::Display) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// Prints one JSON document on one line of stdout.
+///
+/// # Errors
+/// As [`line`].
+pub fn json(value: &Value) -> anyhow::Result<()> {
+    line(value)
+}
+
+fn stdout_error(e: io::Error) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("cannot write to stdout")
+    }
+}
+
+/// An event as JSON: `id`, `stream`, `type`, `stream_version`, `position`,
+/// `created_at` (RFC 3339), `content_type`, `metadata`, and `data` or
+/// `data_base64`.
+pub fn event_json(event: &RecordedEvent) -> Value {
+    let mut object = Map::new();
+    object.insert("id".into(), json!(event.id.to_string()));
+    object.insert("stream".into(), json!(event.stream.as_str()));
+    object.insert("type".into(), json!(event.event_type));
+    object.insert("stream_version".into(), json!(event.stream_version));
+    object.insert("position".into(), json!(event.position.0));
+    object.insert("created_at".into(), json!(event.created_at.to_string()));
+    object.insert("content_type".into(), json!(event.content_type));
+    object.insert("metadata".into(), json!(event.metadata));
+    match std::str::from_utf8(&event.data) {
+        Ok(text) => object.insert("data".into(), json!(text)),
+        Err(_) => object.insert("data_base64".into(), json!(BASE64.encode(&event.data))),
+    };
+    Value::Object(object)
+}
+
+/// An event as one line for people:
+/// `<version> <position> <created_at> <type> <payload>`, or with the stream
+/// (`<position> <stream>@<version> …`) where events of many streams mix.
+pub struct EventLine<'a> {
+    event: &'a RecordedEvent,
+    with_stream: bool,
+}
+
+impl<'a> EventLine<'a> {
+    /// The line of an event read from a known stream.
+    pub fn in_stream(event: &'a RecordedEvent) -> Self {
+        Self {
+            event,
+            with_stream: false,
+        }
+    }
+
+    /// The line of an event from the global log, naming its stream.
+    pub fn in_log(event: &'a RecordedEvent) -> Self {
+        Self {
+            event,
+            with_stream: true,
+        }
+    }
+}
+
+impl fmt::Display for EventLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.event;
+        if self.with_stream {
+            write!(f, "{} {}@{}", e.position, e.stream, e.stream_version)?;
+        } else {
+            write!(f, "{} {}", e.stream_version, e.position)?;
+        }
+        write!(f, " {} {} {}", e.created_at, e.event_type, Payload(&e.data))
+    }
+}
+
+/// A payload for people: its text with control characters escaped, so one
+/// event stays one line; `<N bytes binary>` when it is not UTF-8.
+pub struct Payload<'a>(pub &'a [u8]);
+
+impl fmt::Display for Payload<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(self.0) {
+            Ok("") => f.write_str("<empty>"),
+            Ok(text) => {
+                for c in text.chars() {
+                    if c.is_control() {
+                        write!(f, "{}", c.escape_default())?;
+                    } else {
+                        write!(f, "{c}")?;
+                    }
+                }
+                Ok(())
+            }
+            Err(_) => write!(f, "<{} bytes binary>", self.0.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use wharf_core::{Position, StreamName, Timestamp};
+
+    use super::*;
+
+    fn event(data: &'static [u8]) -> RecordedEvent {
+        RecordedEvent {
+            id: uuid::Uuid::nil(),
+            stream: StreamName::new("order-1").unwrap(),
+            event_type: "Placed".into(),
+            data: Bytes::from_static(data),
+            metadata: [("k".to_owned(), "v".to_owned())].into(),
+            content_type: "application/json".into(),
+            stream_version: 2,
+            position: Position(9),
+            created_at: Timestamp::from_micros(1_763_719_200_000_001),
+        }
+    }
+
+    #[test]
+    fn utf8_payload_is_data_and_binary_is_data_base64() {
+        let text = event_json(&event(br#"{"a":1}"#));
+        assert_eq!(text["data"], r#"{"a":1}"#);
+        assert!(text.get("data_base64").is_none());
+        let binary = event_json(&event(&[0xff, 0x00, 0x10]));
+        assert_eq!(binary["data_base64"], "/wAQ");
+        assert!(binary.get("data").is_none());
+    }
+
+    #[test]
+    fn event_json_has_every_contract_field() {
+        let v = event_json(&event(b"x"));
+        assert_eq!(v["id"], "00000000-0000-0000-0000-000000000000");
+        assert_eq!(v["stream"], "order-1");
+        assert_eq!(v["type"], "Placed");
+        assert_eq!(v["stream_version"], 2);
+        assert_eq!(v["position"], 9);
+        assert_eq!(v["created_at"], "2025-11-21T10:00:00.000001Z");
+        assert_eq!(v["content_type"], "application/json");
+        assert_eq!(v["metadata"]["k"], "v");
+    }
+
+    #[test]
+    fn human_line_keeps_one_event_on_one_line() {
+        let e = event(b"two\nlines");
+        assert_eq!(
+            EventLine::in_stream(&e).to_string(),
+            r"2 9 2025-11-21T10:00:00.000001Z Placed two\nlines"
+        );
+        assert_eq!(
+            EventLine::in_log(&e).to_string(),
+            r"9 order-1@2 2025-11-21T10:00:00.000001Z Placed two\nlines"
+        );
+    }
+
+    #[test]
+    fn binary_and_empty_payloads_are_described() {
+        assert_eq!(Payload(&[0xff; 5]).to_string(), "<5 bytes binary>");
+        assert_eq!(Payload(b"").to_string(), "<empty>");
+    }
+}

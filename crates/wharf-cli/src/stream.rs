@@ -1,0 +1,216 @@
+//! `wharf stream …`: the event-stream verbs, over the gRPC client.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use wharf_client::{Client, SubscriptionItem};
+use wharf_core::{
+    AppendOutcome, Error, LogFilter, NewEvent, Position, ReadDirection, StreamName, StreamStart,
+};
+
+use crate::args::{AppendArgs, GlobalArgs, PositionAtArgs, ReadArgs, StreamCommand, TailArgs};
+use crate::exit::UsageError;
+use crate::output::{self, EventLine, Format};
+use crate::signals::Signals;
+
+/// Runs one stream verb.
+///
+/// # Errors
+/// The domain error of the call (which decides the exit code), or why the
+/// arguments or the payload could not be used.
+pub async fn run(command: StreamCommand, global: &GlobalArgs) -> anyhow::Result<()> {
+    let format = Format::from_json_flag(global.json);
+    match command {
+        StreamCommand::Append(args) => append(args, &global.server, format).await,
+        StreamCommand::Read(args) => read(args, &global.server, format).await,
+        StreamCommand::Tail(args) => tail(args, &global.server, format).await,
+        StreamCommand::PositionAt(args) => position_at(args, &global.server, format).await,
+    }
+}
+
+/// Connects to the server at `url`, taking a bare `host:port` as `http://`.
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    Ok(Client::connect(&url).await?)
+}
+
+/// Validates a stream name here rather than only at the server, so a bad name
+/// is reported with its rule even when no server is running.
+fn stream_name(name: String) -> Result<StreamName, Error> {
+    StreamName::new(name).map_err(Error::invalid_stream_name)
+}
+
+/// Where `append` takes its payload from.
+enum Payload {
+    /// `--data TEXT`.
+    Text(String),
+    /// `--data-file PATH`, stdin when `-`.
+    File(PathBuf),
+}
+
+async fn append(args: AppendArgs, server: &str, format: Format) -> anyhow::Result<()> {
+    let source = match (args.data, args.data_file) {
+        (Some(text), _) => Payload::Text(text),
+        (None, Some(path)) => Payload::File(path),
+        (None, None) => {
+            return Err(UsageError(
+                "give the payload with --data TEXT or --data-file PATH (`-` for stdin)".into(),
+            )
+            .into());
+        }
+    };
+    let mut metadata = BTreeMap::new();
+    for entry in args.metadata {
+        if metadata.contains_key(&entry.key) {
+            return Err(UsageError(format!("metadata key `{}` is given twice", entry.key)).into());
+        }
+        metadata.insert(entry.key, entry.value);
+    }
+    let stream = stream_name(args.stream)?;
+    let data = match source {
+        Payload::Text(text) => Bytes::from(text),
+        Payload::File(path) => read_payload(&path).await?,
+    };
+    let mut event = NewEvent::new(args.event_type, data).with_content_type(args.content_type);
+    event.metadata = metadata;
+    if let Some(id) = args.id {
+        event = event.with_id(id);
+    }
+
+    let client = connect(server).await?;
+    let outcome = client
+        .append(&stream, args.expected_version, vec![event])
+        .await?;
+    let result = outcome.result();
+    let duplicate = matches!(outcome, AppendOutcome::Duplicate(_));
+    match format {
+        Format::Json => output::json(&json!({
+            "stream": stream.as_str(),
+            "first_version": result.first_version,
+            "last_version": result.last_version,
+            "first_position": result.first_position.0,
+            "last_position": result.last_position.0,
+            "duplicate": duplicate,
+        })),
+        Format::Human => output::line(format_args!(
+            "appended to {stream} at version {} (position {}){}",
+            result.last_version,
+            result.last_position,
+            if duplicate {
+                " (duplicate: already appended)"
+            } else {
+                ""
+            }
+        )),
+    }
+}
+
+/// The payload of `--data-file`: the file's bytes, or stdin's for `-`.
+async fn read_payload(path: &Path) -> anyhow::Result<Bytes> {
+    if path == Path::new("-") {
+        let mut data = Vec::new();
+        tokio::io::stdin()
+            .read_to_end(&mut data)
+            .await
+            .context("cannot read the payload from stdin")?;
+        Ok(data.into())
+    } else {
+        let data = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("cannot read data file {}", path.display()))?;
+        Ok(data.into())
+    }
+}
+
+async fn read(args: ReadArgs, server: &str, format: Format) -> anyhow::Result<()> {
+    let stream = stream_name(args.stream)?;
+    let start = args.from.map_or(StreamStart::Edge, StreamStart::Version);
+    let direction = if args.backwards {
+        ReadDirection::Backwards
+    } else {
+        ReadDirection::Forwards
+    };
+    let client = connect(server).await?;
+    let events = client
+        .read_stream(&stream, start, direction, args.limit)
+        .await?;
+    match format {
+        Format::Json => output::json(&json!({
+            "events": events.iter().map(output::event_json).collect::<Vec<_>>(),
+        })),
+        Format::Human => events
+            .iter()
+            .try_for_each(|e| output::line(EventLine::in_stream(e))),
+    }
+}
+
+async fn tail(args: TailArgs, server: &str, format: Format) -> anyhow::Result<()> {
+    let filter = LogFilter {
+        stream_prefix: args.prefix.filter(|p| !p.is_empty()),
+        event_types: args.event_types,
+    };
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
+    let subscribed = async {
+        let client = connect(server).await?;
+        anyhow::Ok(
+            client
+                .subscribe(Position(args.from_position), &filter)
+                .await?,
+        )
+    };
+    // Connecting can take seconds against an unresponsive host; a signal
+    // then still stops the tail at once.
+    let mut items = tokio::select! {
+        items = subscribed => items?,
+        _ = signals.next() => return Ok(()),
+    };
+    let mut printed = 0_u64;
+    loop {
+        if args.limit.is_some_and(|limit| printed >= limit) {
+            return Ok(());
+        }
+        let item = tokio::select! {
+            item = items.next() => item,
+            // A signal is how a tail without --limit ends; that is success.
+            _ = signals.next() => return Ok(()),
+        };
+        match item {
+            Some(Ok(SubscriptionItem::Event(event))) => {
+                match format {
+                    Format::Json => output::json(&output::event_json(&event))?,
+                    Format::Human => output::line(EventLine::in_log(&event))?,
+                }
+                printed += 1;
+            }
+            Some(Ok(SubscriptionItem::CaughtUp)) => {
+                // A note for people watching; stdout stays events only.
+                if format == Format::Human {
+                    eprintln!("-- caught up; waiting for new events (Ctrl-C to stop) --");
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                return Err(Error::Unavailable("the server ended the subscription".into()).into());
+            }
+        }
+    }
+}
+
+async fn position_at(args: PositionAtArgs, server: &str, format: Format) -> anyhow::Result<()> {
+    let client = connect(server).await?;
+    let position = client.position_at(args.at).await?;
+    match (format, position) {
+        (Format::Json, p) => output::json(&json!({ "position": p.map(|p| p.0) })),
+        (Format::Human, Some(p)) => output::line(format_args!("position {p}")),
+        (Format::Human, None) => output::line(format_args!("no event at or after {}", args.at)),
+    }
+}
