@@ -167,6 +167,26 @@ fn line_channel(source: impl Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
+/// Starts a long-running command (a tail) with its stdout delivered line by
+/// line and its stderr collected, so a test can read as it goes.
+fn spawn_following(
+    server: &Server,
+    args: &str,
+) -> (ChildGuard, Receiver<String>, thread::JoinHandle<String>) {
+    let mut child = ChildGuard(
+        server
+            .command(&w(args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the command"),
+    );
+    let lines = line_channel(child.0.stdout.take().expect("stdout is piped"));
+    let stderr = collect(child.0.stderr.take().expect("stderr is piped"));
+    (child, lines, stderr)
+}
+
 /// A `wharf serve` child process with its own data directory.
 struct Server {
     child: ChildGuard,
@@ -552,17 +572,7 @@ fn tail_with_limit_prints_backlog_and_live_events_as_json_lines() {
     let server = Server::start();
     server.append("t", "backlog-0");
     server.append("t", "backlog-1");
-    let mut tail = ChildGuard(
-        server
-            .command(&w("--json stream tail --limit 3"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tail"),
-    );
-    let lines = line_channel(tail.0.stdout.take().expect("stdout is piped"));
-    let stderr = collect(tail.0.stderr.take().expect("stderr is piped"));
+    let (mut tail, lines, stderr) = spawn_following(&server, "--json stream tail --limit 3");
     let next = || {
         let line = lines
             .recv_timeout(SERVER_DEADLINE)
@@ -597,17 +607,7 @@ fn tail_with_limit_prints_backlog_and_live_events_as_json_lines() {
 fn tail_stops_with_exit_0_on_ctrl_c() {
     let server = Server::start();
     server.append("t", "only");
-    let mut tail = ChildGuard(
-        server
-            .command(&w("stream tail"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tail"),
-    );
-    let lines = line_channel(tail.0.stdout.take().expect("stdout is piped"));
-    let stderr = collect(tail.0.stderr.take().expect("stderr is piped"));
+    let (mut tail, lines, stderr) = spawn_following(&server, "stream tail");
     let line = lines
         .recv_timeout(SERVER_DEADLINE)
         .expect("tail printed the backlog");
