@@ -74,17 +74,6 @@ impl EmbeddedLog {
         &self.path
     }
 
-    /// Stops taking appends, lets the writer commit every append already
-    /// queued, and waits for it to finish.
-    pub async fn close(&self) {
-        let sender = self.jobs.lock().ok().and_then(|mut j| j.take());
-        drop(sender);
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
-    }
-
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -172,6 +161,17 @@ impl EventLog for EmbeddedLog {
 
     fn watch_head(&self) -> watch::Receiver<Position> {
         self.head.clone()
+    }
+
+    /// Drops the writer's queue so it commits what is queued and exits, then
+    /// waits for it.
+    async fn close(&self) {
+        let sender = self.jobs.lock().ok().and_then(|mut j| j.take());
+        drop(sender);
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
     }
 }
 

@@ -60,6 +60,7 @@ macro_rules! event_log_conformance {
             subscription_applies_its_filter_live,
             concurrent_appends_keep_stream_versions_gapless,
             concurrent_exact_appends_admit_exactly_one_winner,
+            close_commits_what_was_accepted_and_refuses_later_appends,
         );
     };
     (@each $make:path; $($scenario:ident),* $(,)?) => {

@@ -99,4 +99,8 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position the next committed event will get, as a watch that
     /// changes after each commit.
     fn watch_head(&self) -> watch::Receiver<Position>;
+
+    /// Stops taking appends, finishes the commits already accepted, and
+    /// releases the storage. Later appends fail with `Unavailable`.
+    async fn close(&self);
 }

@@ -40,7 +40,6 @@ pub use wharf_storage::{AppendRequest, EventLog, ReadAllPage, Subscription, Subs
 #[derive(Clone)]
 pub struct Wharf {
     log: Arc<dyn EventLog>,
-    embedded: Option<Arc<EmbeddedLog>>,
     limits: Limits,
 }
 
@@ -85,10 +84,8 @@ impl Wharf {
                 })
                 .await
                 .map_err(|e| Error::Storage(format!("opening storage failed: {e}")))??;
-                let log = Arc::new(log);
                 Ok(Self {
-                    log: log.clone(),
-                    embedded: Some(log),
+                    log: Arc::new(log),
                     limits: config.limits,
                 })
             }
@@ -199,8 +196,6 @@ impl Wharf {
 
     /// Commits everything already accepted, then releases the storage.
     pub async fn close(&self) {
-        if let Some(log) = &self.embedded {
-            log.close().await;
-        }
+        self.log.close().await;
     }
 }

@@ -570,6 +570,22 @@ pub async fn concurrent_exact_appends_admit_exactly_one_winner(
     assert_eq!(read_forwards(log, "race").await.len(), 2);
 }
 
+pub async fn close_commits_what_was_accepted_and_refuses_later_appends(
+    log: &Arc<dyn EventLog>,
+    _: &ManualClock,
+) {
+    let accepted = append_ok(log, "closing", batch(2, "T")).await;
+    log.close().await;
+    let err = append(log, "closing", ExpectedVersion::Any, batch(1, "T"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert_eq!(
+        *log.watch_head().borrow(),
+        accepted.result().last_position.next()
+    );
+}
+
 async fn next(sub: &mut Subscription) -> SubscriptionItem {
     tokio::time::timeout(Duration::from_secs(5), sub.next())
         .await
