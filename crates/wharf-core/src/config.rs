@@ -22,6 +22,24 @@ pub struct Config {
     pub limits: Limits,
 }
 
+impl Config {
+    /// The embedded store in `path`, every other setting at its default.
+    ///
+    /// ```
+    /// let config = wharf_core::Config::embedded("./my-data");
+    /// assert_eq!(config.server, wharf_core::ServerConfig::default());
+    /// ```
+    pub fn embedded(path: impl Into<PathBuf>) -> Self {
+        Self {
+            storage: StorageConfig::Embedded {
+                path: path.into(),
+                durability: Durability::Full,
+            },
+            ..Self::default()
+        }
+    }
+}
+
 /// Listening addresses of `wharf serve`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use wharf::{
-    Config, ConfigExt, ExpectedVersion, LogFilter, NewEvent, Position, ReadDirection, StreamName,
-    StreamStart, SubscriptionItem, Wharf,
+    Config, ExpectedVersion, LogFilter, NewEvent, Position, ReadDirection, StreamName, StreamStart,
+    SubscriptionItem, Wharf,
 };
 
 #[tokio::main]

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> wharf::Result<()> {
-//! use wharf::{Config, ConfigExt, ExpectedVersion, NewEvent, ReadDirection, StreamStart, Wharf};
+//! use wharf::{Config, ExpectedVersion, NewEvent, ReadDirection, StreamStart, Wharf};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let wharf = Wharf::open(&Config::embedded(dir.path())).await?;
@@ -22,7 +22,6 @@
 
 mod validate;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,25 +40,6 @@ pub use wharf_storage::{AppendRequest, EventLog, ReadAllPage, Subscription, Subs
 pub struct Wharf {
     log: Arc<dyn EventLog>,
     limits: Limits,
-}
-
-/// Convenience constructors of a [`Config`].
-pub trait ConfigExt {
-    /// A configuration with the embedded store in `path` and every other
-    /// setting at its default.
-    fn embedded(path: &Path) -> Config;
-}
-
-impl ConfigExt for Config {
-    fn embedded(path: &Path) -> Config {
-        Config {
-            storage: StorageConfig::Embedded {
-                path: path.to_path_buf(),
-                durability: Durability::Full,
-            },
-            ..Config::default()
-        }
-    }
 }
 
 impl Wharf {
