@@ -73,6 +73,22 @@ fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Binds `addr`, returning the listener and the address it got (the port
+/// when `addr` asks for port 0).
+async fn listen(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bound = async {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
 impl Server {
     /// Opens storage and starts serving on the configured addresses (port 0
     /// picks a free port; see [`Server::grpc_addr`]).
@@ -80,37 +96,12 @@ impl Server {
     /// # Errors
     /// [`StartError`] naming the storage path or the address.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
+        // Listeners first: a busy port then fails before storage is opened,
+        // so there is nothing to close on that path.
+        let (grpc, grpc_addr) = listen("gRPC", config.server.grpc_listen).await?;
+        let (http, http_addr) = listen("HTTP admin", config.server.http_listen).await?;
         let metrics = prometheus();
         let wharf = Wharf::open(config).await?;
-        let bind = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { what, addr, source })
-        };
-        let grpc = match bind("gRPC", config.server.grpc_listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                wharf.close().await;
-                return Err(e);
-            }
-        };
-        let http = match bind("HTTP admin", config.server.http_listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                wharf.close().await;
-                return Err(e);
-            }
-        };
-        let grpc_addr = grpc.local_addr().map_err(|source| StartError::Bind {
-            what: "gRPC",
-            addr: config.server.grpc_listen,
-            source,
-        })?;
-        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
-            what: "HTTP admin",
-            addr: config.server.http_listen,
-            source,
-        })?;
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
