@@ -109,8 +109,8 @@ pub fn clap_error(error: &clap::Error) -> ExitCode {
 }
 
 /// The error and its causes, joined by `: `. A cause whose text its wrapper
-/// already shows (as `wharf_core::Error::InvalidName` shows its rule) is
-/// left out rather than said twice.
+/// already shows (a context that quotes the error it wraps) is left out
+/// rather than said twice.
 fn message(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
