@@ -8,6 +8,7 @@
 
 mod harness;
 mod physical;
+mod queue;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use crate::harness::{BenchConfig, MachineInfo, Report, SuiteFn};
 const SUITES: &[(&str, Option<SuiteFn>)] = &[
     ("physical", Some(physical::run)),
     ("stream", Some(stream::run)),
-    ("queue", None),
+    ("queue", Some(queue::run)),
     ("payload", None),
     ("processor", None),
 ];

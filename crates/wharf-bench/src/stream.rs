@@ -29,7 +29,7 @@ const DURABILITY: &str = "fsync per commit (WAL, synchronous=FULL)";
 #[derive(Clone)]
 enum Target {
     InProcess(Wharf),
-    Grpc(Client),
+    Grpc(Box<Client>),
 }
 
 impl Target {
@@ -238,7 +238,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Vec<BenchResult>> {
         let client = Client::connect(&format!("http://{}", server.grpc_addr())).await?;
         anyhow::Ok((server, client))
     })?;
-    measure_target(&mut h, config, &Target::Grpc(client), "grpc")?;
+    measure_target(&mut h, config, &Target::Grpc(Box::new(client)), "grpc")?;
     h.runtime()?.block_on(server.shutdown());
     Ok(h.into_results())
 }

@@ -17,7 +17,8 @@ pub const ERROR: u8 = 1;
 pub const USAGE: u8 = 2;
 /// What was asked for does not exist.
 pub const NOT_FOUND: u8 = 3;
-/// A conflict: wrong expected version, event id used elsewhere.
+/// A conflict: wrong expected version, event id used elsewhere, lease lost,
+/// queue exists with other settings.
 pub const CONFLICT: u8 = 4;
 /// The server cannot be reached or cannot serve now; retrying may succeed.
 pub const UNAVAILABLE: u8 = 5;
@@ -34,6 +35,51 @@ impl fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// Some items of a batch failed while the others succeeded, such as an
+/// acknowledge of several receipts of which one lost its lease.
+///
+/// Its code is [`CONFLICT`] when any item's failure is a conflict (a lost
+/// lease is the usual, expected one), else the code of the first failure.
+#[derive(Debug)]
+pub struct PartialFailure {
+    /// What failed, e.g. `1 of 3 receipts not acknowledged`.
+    pub summary: String,
+    /// Each failed item, as the user gave it, with its error.
+    pub failures: Vec<(String, wharf_core::Error)>,
+}
+
+/// How many failed items the error line names; `--json` lists them all.
+const NAMED_FAILURES: usize = 10;
+
+impl fmt::Display for PartialFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary)?;
+        for (i, (item, error)) in self.failures.iter().take(NAMED_FAILURES).enumerate() {
+            let separator = if i == 0 { ": " } else { "; " };
+            write!(f, "{separator}{item}: {error}")?;
+        }
+        if let Some(more) = self.failures.len().checked_sub(NAMED_FAILURES)
+            && more > 0
+        {
+            write!(f, "; and {more} more")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PartialFailure {}
+
+impl PartialFailure {
+    fn code(&self) -> u8 {
+        let codes = self.failures.iter().map(|(_, e)| domain_code(e));
+        codes
+            .clone()
+            .find(|&c| c == CONFLICT)
+            .or_else(|| codes.clone().next())
+            .unwrap_or(ERROR)
+    }
+}
 
 /// Stdout was closed by its reader (`wharf stream tail | head -1`): the
 /// reader has what it wanted, so this ends the command quietly with 0.
@@ -60,13 +106,24 @@ pub fn code_of(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<UsageError>().is_some() {
         return USAGE;
     }
-    match error.downcast_ref::<wharf_core::Error>() {
-        Some(wharf_core::Error::StreamNotFound(_)) => NOT_FOUND,
-        Some(
-            wharf_core::Error::WrongExpectedVersion { .. }
-            | wharf_core::Error::EventIdConflict { .. },
-        ) => CONFLICT,
-        Some(wharf_core::Error::Unavailable(_)) => UNAVAILABLE,
+    if let Some(partial) = error.downcast_ref::<PartialFailure>() {
+        return partial.code();
+    }
+    error
+        .downcast_ref::<wharf_core::Error>()
+        .map_or(ERROR, domain_code)
+}
+
+/// The exit code of a domain error's meaning.
+fn domain_code(error: &wharf_core::Error) -> u8 {
+    use wharf_core::Error;
+    match error {
+        Error::StreamNotFound(_) | Error::QueueNotFound(_) => NOT_FOUND,
+        Error::WrongExpectedVersion { .. }
+        | Error::EventIdConflict { .. }
+        | Error::QueueExists { .. }
+        | Error::LeaseLost { .. } => CONFLICT,
+        Error::Unavailable(_) => UNAVAILABLE,
         _ => ERROR,
     }
 }
@@ -164,6 +221,92 @@ mod tests {
         assert_eq!(code(Error::Unavailable("down".into())), UNAVAILABLE);
         assert_eq!(code(Error::InvalidArgument("x".into())), ERROR);
         assert_eq!(code(Error::Storage("x".into())), ERROR);
+    }
+
+    #[test]
+    fn queue_errors_map_to_their_documented_codes() {
+        let code = |e: Error| code_of(&anyhow::Error::new(e));
+        let queue: wharf_core::QueueName = "q".parse().unwrap();
+        assert_eq!(code(Error::QueueNotFound(queue.clone())), NOT_FOUND);
+        assert_eq!(
+            code(Error::QueueExists {
+                queue: queue.clone()
+            }),
+            CONFLICT
+        );
+        assert_eq!(code(lease_lost(&queue)), CONFLICT);
+    }
+
+    fn lease_lost(queue: &wharf_core::QueueName) -> Error {
+        Error::LeaseLost {
+            queue: queue.clone(),
+            message_id: uuid::Uuid::nil(),
+            reason: "delivered again".into(),
+        }
+    }
+
+    #[test]
+    fn partial_failure_is_a_conflict_when_any_lease_was_lost() {
+        let queue: wharf_core::QueueName = "q".parse().unwrap();
+        let partial = |failures: Vec<Error>| PartialFailure {
+            summary: "some failed".into(),
+            failures: failures
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (format!("r{i}"), e))
+                .collect(),
+        };
+        let code = |p: PartialFailure| code_of(&p.into());
+        assert_eq!(code(partial(vec![lease_lost(&queue)])), CONFLICT);
+        assert_eq!(
+            code(partial(vec![
+                Error::InvalidArgument("malformed receipt".into()),
+                lease_lost(&queue)
+            ])),
+            CONFLICT
+        );
+        assert_eq!(
+            code(partial(vec![Error::InvalidArgument("malformed".into())])),
+            ERROR
+        );
+        assert_eq!(
+            code(partial(vec![Error::Unavailable("down".into())])),
+            UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn partial_failure_names_every_failed_item_on_one_line() {
+        let queue: wharf_core::QueueName = "q".parse().unwrap();
+        let e = PartialFailure {
+            summary: "2 of 3 receipts not acknowledged".into(),
+            failures: vec![
+                ("r1".into(), lease_lost(&queue)),
+                (
+                    "r2".into(),
+                    Error::InvalidArgument("malformed receipt".into()),
+                ),
+            ],
+        };
+        assert_eq!(
+            message(&e.into()),
+            "2 of 3 receipts not acknowledged: r1: lease lost on message \
+             00000000-0000-0000-0000-000000000000 of queue `q`: delivered again; \
+             r2: malformed receipt"
+        );
+    }
+
+    #[test]
+    fn partial_failure_names_at_most_ten_items() {
+        let e = PartialFailure {
+            summary: "12 of 12 receipts not acknowledged".into(),
+            failures: (0..12)
+                .map(|i| (format!("r{i}"), Error::InvalidArgument("bad".into())))
+                .collect(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("r9: bad; and 2 more"), "{text}");
+        assert!(!text.contains("r10"), "{text}");
     }
 
     #[test]

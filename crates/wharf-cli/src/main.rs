@@ -4,8 +4,11 @@
 //! runs the verb and turns its outcome into an exit code (see [`exit`]).
 
 mod args;
+mod connect;
 mod exit;
+mod input;
 mod output;
+mod queue;
 mod serve;
 mod signals;
 mod stream;
@@ -36,5 +39,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args, Format::from_json_flag(cli.global.json)).await,
         Command::Stream(command) => stream::run(command, &cli.global).await,
+        Command::Queue(command) => queue::run(command, &cli.global).await,
     }
 }

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
-use wharf_core::RecordedEvent;
+use wharf_core::{Delivery, RecordedEvent};
 
 use crate::exit::StdoutClosed;
 
@@ -70,11 +70,55 @@ pub fn event_json(event: &RecordedEvent) -> Value {
     object.insert("created_at".into(), json!(event.created_at.to_string()));
     object.insert("content_type".into(), json!(event.content_type));
     object.insert("metadata".into(), json!(event.metadata));
-    match std::str::from_utf8(&event.data) {
-        Ok(text) => object.insert("data".into(), json!(text)),
-        Err(_) => object.insert("data_base64".into(), json!(BASE64.encode(&event.data))),
-    };
+    insert_data(&mut object, &event.data);
     Value::Object(object)
+}
+
+/// A queue delivery as JSON: `message_id`, `receipt`, `delivery_attempt`,
+/// `enqueued_at` (RFC 3339), `content_type`, `metadata`, and `data` or
+/// `data_base64`.
+pub fn delivery_json(delivery: &Delivery) -> Value {
+    let mut object = Map::new();
+    object.insert("message_id".into(), json!(delivery.message_id.to_string()));
+    object.insert("receipt".into(), json!(delivery.receipt.as_str()));
+    object.insert("delivery_attempt".into(), json!(delivery.delivery_attempt));
+    object.insert(
+        "enqueued_at".into(),
+        json!(delivery.enqueued_at.to_string()),
+    );
+    object.insert("content_type".into(), json!(delivery.content_type));
+    object.insert("metadata".into(), json!(delivery.metadata));
+    insert_data(&mut object, &delivery.data);
+    Value::Object(object)
+}
+
+/// Adds a payload as `data` when it is UTF-8, else as `data_base64`.
+fn insert_data(object: &mut Map<String, Value>, data: &[u8]) {
+    match std::str::from_utf8(data) {
+        Ok(text) => object.insert("data".into(), json!(text)),
+        Err(_) => object.insert("data_base64".into(), json!(BASE64.encode(data))),
+    };
+}
+
+/// A delivery as one line for people:
+/// `<receipt> <message_id> <delivery_attempt> <enqueued_at> <payload>`.
+/// The receipt comes first because it is what `ack`, `nack` and `extend`
+/// take, so `cut -d' ' -f1` finds it.
+pub struct DeliveryLine<'a>(pub &'a Delivery);
+
+impl fmt::Display for DeliveryLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        write!(
+            f,
+            "{} {} {} {} {}",
+            d.receipt,
+            d.message_id,
+            d.delivery_attempt,
+            d.enqueued_at,
+            Payload(&d.data)
+        )
+    }
 }
 
 /// An event as one line for people:
@@ -192,6 +236,46 @@ mod tests {
         assert_eq!(
             EventLine::in_log(&e).to_string(),
             r"9 order-1@2 2025-11-21T10:00:00.000001Z Placed two\nlines"
+        );
+    }
+
+    fn delivery(data: &'static [u8]) -> Delivery {
+        Delivery {
+            message_id: uuid::Uuid::nil(),
+            receipt: wharf_core::Receipt::new("-rcpt"),
+            data: Bytes::from_static(data),
+            metadata: [("k".to_owned(), "v".to_owned())].into(),
+            content_type: "text/plain".into(),
+            delivery_attempt: 2,
+            enqueued_at: Timestamp::from_micros(1_763_719_200_000_001),
+        }
+    }
+
+    #[test]
+    fn delivery_json_has_every_contract_field() {
+        let v = delivery_json(&delivery(b"hello"));
+        assert_eq!(
+            v,
+            json!({
+                "message_id": "00000000-0000-0000-0000-000000000000",
+                "receipt": "-rcpt",
+                "delivery_attempt": 2,
+                "enqueued_at": "2025-11-21T10:00:00.000001Z",
+                "content_type": "text/plain",
+                "metadata": {"k": "v"},
+                "data": "hello",
+            })
+        );
+        let binary = delivery_json(&delivery(&[0xff, 0x00, 0x10]));
+        assert_eq!(binary["data_base64"], "/wAQ");
+        assert!(binary.get("data").is_none());
+    }
+
+    #[test]
+    fn delivery_line_starts_with_the_receipt() {
+        assert_eq!(
+            DeliveryLine(&delivery(b"a\tb")).to_string(),
+            r"-rcpt 00000000-0000-0000-0000-000000000000 2 2025-11-21T10:00:00.000001Z a\tb"
         );
     }
 

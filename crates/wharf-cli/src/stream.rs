@@ -1,20 +1,16 @@
 //! `wharf stream …`: the event-stream verbs, over the gRPC client.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
 use anyhow::Context;
-use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
-use tokio::io::AsyncReadExt;
-use wharf_client::{Client, SubscriptionItem};
+use wharf_client::SubscriptionItem;
 use wharf_core::{
     AppendOutcome, Error, LogFilter, NewEvent, Position, ReadDirection, StreamName, StreamStart,
 };
 
 use crate::args::{AppendArgs, GlobalArgs, PositionAtArgs, ReadArgs, StreamCommand, TailArgs};
-use crate::exit::UsageError;
+use crate::connect::connect;
+use crate::input::Payload;
 use crate::output::{self, EventLine, Format};
 use crate::signals::Signals;
 
@@ -33,55 +29,18 @@ pub async fn run(command: StreamCommand, global: &GlobalArgs) -> anyhow::Result<
     }
 }
 
-/// Connects to the server at `url`, taking a bare `host:port` as `http://`.
-async fn connect(url: &str) -> anyhow::Result<Client> {
-    let url = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    };
-    Ok(Client::connect(&url).await?)
-}
-
 /// Validates a stream name here rather than only at the server, so a bad name
 /// is reported with its rule even when no server is running.
 fn stream_name(name: String) -> Result<StreamName, Error> {
     StreamName::new(name).map_err(Error::invalid_stream_name)
 }
 
-/// Where `append` takes its payload from.
-enum Payload {
-    /// `--data TEXT`.
-    Text(String),
-    /// `--data-file PATH`, stdin when `-`.
-    File(PathBuf),
-}
-
 async fn append(args: AppendArgs, server: &str, format: Format) -> anyhow::Result<()> {
-    let source = match (args.data, args.data_file) {
-        (Some(text), _) => Payload::Text(text),
-        (None, Some(path)) => Payload::File(path),
-        (None, None) => {
-            return Err(UsageError(
-                "give the payload with --data TEXT or --data-file PATH (`-` for stdin)".into(),
-            )
-            .into());
-        }
-    };
-    let mut metadata = BTreeMap::new();
-    for entry in args.metadata {
-        if metadata.contains_key(&entry.key) {
-            return Err(UsageError(format!("metadata key `{}` is given twice", entry.key)).into());
-        }
-        metadata.insert(entry.key, entry.value);
-    }
+    let payload = Payload::try_from(args.payload)?;
     let stream = stream_name(args.stream)?;
-    let data = match source {
-        Payload::Text(text) => Bytes::from(text),
-        Payload::File(path) => read_payload(&path).await?,
-    };
-    let mut event = NewEvent::new(args.event_type, data).with_content_type(args.content_type);
-    event.metadata = metadata;
+    let body = payload.read().await?;
+    let mut event = NewEvent::new(args.event_type, body.data).with_content_type(body.content_type);
+    event.metadata = body.metadata;
     if let Some(id) = args.id {
         event = event.with_id(id);
     }
@@ -111,23 +70,6 @@ async fn append(args: AppendArgs, server: &str, format: Format) -> anyhow::Resul
                 ""
             }
         )),
-    }
-}
-
-/// The payload of `--data-file`: the file's bytes, or stdin's for `-`.
-async fn read_payload(path: &Path) -> anyhow::Result<Bytes> {
-    if path == Path::new("-") {
-        let mut data = Vec::new();
-        tokio::io::stdin()
-            .read_to_end(&mut data)
-            .await
-            .context("cannot read the payload from stdin")?;
-        Ok(data.into())
-    } else {
-        let data = tokio::fs::read(path)
-            .await
-            .with_context(|| format!("cannot read data file {}", path.display()))?;
-        Ok(data.into())
     }
 }
 

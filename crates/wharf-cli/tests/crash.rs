@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -70,7 +72,12 @@ struct Acked {
 
 /// Appends batches of 1–20 events until the server dies; returns what was
 /// acknowledged. Half the clients share one stream, so versions interleave.
-async fn append_until_killed(url: String, client_no: usize, round: usize) -> Vec<Acked> {
+async fn append_until_killed(
+    url: String,
+    client_no: usize,
+    round: usize,
+    appended: Arc<AtomicUsize>,
+) -> Vec<Acked> {
     let client = Client::connect(&url).await.expect("connect");
     let stream = if client_no.is_multiple_of(2) {
         format!("shared-{round}")
@@ -91,10 +98,13 @@ async fn append_until_killed(url: String, client_no: usize, round: usize) -> Vec
             .collect();
         let ids = events.iter().map(|e| e.id).collect();
         match client.append(&stream, ExpectedVersion::Any, events).await {
-            Ok(outcome) => acked.push(Acked {
-                ids,
-                result: outcome.result(),
-            }),
+            Ok(outcome) => {
+                appended.fetch_add(1, Ordering::SeqCst);
+                acked.push(Acked {
+                    ids,
+                    result: outcome.result(),
+                })
+            }
             Err(Error::Unavailable(_)) => break,
             Err(e) => panic!("unexpected append error: {e}"),
         }
@@ -107,12 +117,25 @@ async fn sigkill_mid_load_loses_no_acknowledged_append_and_shows_no_partial_batc
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("data");
     let mut acknowledged: Vec<Acked> = Vec::new();
-    // Kill points, in milliseconds into the load: early, middle, late.
+    // Kill points, in milliseconds after the round's first acknowledged
+    // append: early, middle, late.
     for (round, kill_after_ms) in [40u64, 150, 320, 75, 500].into_iter().enumerate() {
         let server = ServerProcess::start(&data).await;
+        let appended = Arc::new(AtomicUsize::new(0));
         let clients: Vec<_> = (0..8)
-            .map(|c| tokio::spawn(append_until_killed(server.url.clone(), c, round)))
+            .map(|c| {
+                tokio::spawn(append_until_killed(
+                    server.url.clone(),
+                    c,
+                    round,
+                    appended.clone(),
+                ))
+            })
             .collect();
+        let started = Instant::now();
+        while appended.load(Ordering::SeqCst) == 0 && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
         server.kill();
         let before = acknowledged.len();
@@ -125,7 +148,8 @@ async fn sigkill_mid_load_loses_no_acknowledged_append_and_shows_no_partial_batc
         }
         let this_round = acknowledged.len() - before;
         eprintln!(
-            "round {round}: SIGKILL after {kill_after_ms} ms, {this_round} appends acknowledged"
+            "round {round}: SIGKILL {kill_after_ms} ms after the first append, \
+             {this_round} appends acknowledged"
         );
         assert!(
             this_round > 0,

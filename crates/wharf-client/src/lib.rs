@@ -16,7 +16,33 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Queues: enqueue, then dequeue and acknowledge (see `examples/worker.rs`
+//! for a complete worker).
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> wharf_core::Result<()> {
+//! use std::time::Duration;
+//! use wharf_client::Client;
+//! use wharf_core::{DequeueOptions, NewMessage};
+//!
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//! let queue = "email-queue".parse().unwrap();
+//! client.enqueue(&queue, NewMessage::new("hello")).await?;
+//! let options = DequeueOptions {
+//!     visibility_timeout: Some(Duration::from_secs(60)),
+//!     max_messages: 10,
+//!     wait: Duration::from_secs(20),
+//! };
+//! for delivery in client.dequeue(&queue, options).await? {
+//!     // ... process delivery.data ...
+//!     client.ack(&queue, &delivery.receipt).await?;
+//! }
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
+
+mod queues;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -29,10 +55,13 @@ use wharf_core::{
 };
 use wharf_proto::convert;
 use wharf_proto::status::from_status;
-use wharf_proto::v1::{self, streams_client::StreamsClient};
+use wharf_proto::v1::{self, queues_client::QueuesClient, streams_client::StreamsClient};
 
 /// Largest response message the client accepts (a page of events).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest request the client sends: an append or enqueue batch at the
+/// server's default limits fits with room to spare.
+const MAX_REQUEST: usize = 64 * 1024 * 1024;
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +79,7 @@ pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send>>;
 #[derive(Clone)]
 pub struct Client {
     streams: StreamsClient<Channel>,
+    queues: QueuesClient<Channel>,
 }
 
 impl Client {
@@ -80,9 +110,14 @@ impl Client {
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
         Self {
-            streams: StreamsClient::new(channel)
+            streams: StreamsClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
+                .max_encoding_message_size(MAX_REQUEST),
+            // A dequeue answer is up to 100 messages at the server's inline
+            // limit, which the client does not know: the server bounds it.
+            queues: QueuesClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(MAX_REQUEST),
         }
     }
 

@@ -4,9 +4,12 @@
 //! lets tests move time by hand instead of sleeping.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
 
 /// Microseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -43,6 +46,11 @@ impl Timestamp {
         }
     }
 
+    /// How long after `earlier` this is; zero when it is not after it.
+    pub fn duration_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0).max(0).unsigned_abs())
+    }
+
     /// This timestamp moved forward by `d` (saturating).
     pub fn saturating_add(self, d: Duration) -> Self {
         Self(
@@ -71,19 +79,42 @@ impl std::str::FromStr for Timestamp {
     }
 }
 
-/// Where the current time comes from.
+/// A future that completes when a clock reaches a time.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Where the current time comes from, and how to wait for a time.
+///
+/// Visibility timeouts, delays and long polls wait on the clock rather than
+/// on the runtime's timer, so a test that moves a [`ManualClock`] moves them
+/// too.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> Timestamp;
+
+    /// Completes once [`Clock::now`] is at or after `deadline`.
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep;
 }
 
-/// The operating system's wall clock.
+/// The operating system's wall clock; waits on the tokio timer.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::from_system_time(SystemTime::now())
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        Box::pin(async move {
+            // Sleep, then re-check: the wall clock may be stepped meanwhile.
+            loop {
+                let left = deadline.duration_since(SystemClock.now());
+                if left.is_zero() {
+                    return;
+                }
+                tokio::time::sleep(left).await;
+            }
+        })
     }
 }
 
@@ -96,30 +127,48 @@ impl Clock for SystemClock {
 /// clock.advance(Duration::from_micros(5));
 /// assert_eq!(clock.now(), Timestamp::from_micros(15));
 /// ```
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicI64>);
+///
+/// Sleepers wake when the clock is moved past their deadline.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<watch::Sender<Timestamp>>);
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new(Timestamp::EPOCH)
+    }
+}
 
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: Timestamp) -> Self {
-        Self(Arc::new(AtomicI64::new(start.as_micros())))
+        Self(Arc::new(watch::Sender::new(start)))
     }
 
     /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
-        let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        self.0.fetch_add(micros, Ordering::SeqCst);
+        self.0.send_modify(|t| *t = t.saturating_add(d));
     }
 
     /// Sets the clock to `t`.
     pub fn set(&self, t: Timestamp) {
-        self.0.store(t.as_micros(), Ordering::SeqCst);
+        self.0.send_replace(t);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(Ordering::SeqCst))
+        *self.0.borrow()
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        let mut time = self.0.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as this receiver's clock, so
+            // `wait_for` fails only if the clock is gone: then never wake.
+            if time.wait_for(|now| *now >= deadline).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -133,6 +182,17 @@ mod tests {
         let text = t.to_string();
         assert_eq!(text, "2025-11-21T10:00:00.123456Z");
         assert_eq!(text.parse::<Timestamp>().unwrap(), t);
+    }
+
+    #[tokio::test]
+    async fn manual_clock_wakes_sleepers_when_moved_past_their_deadline() {
+        let c = ManualClock::new(Timestamp::from_micros(0));
+        let sleeper = tokio::spawn(c.sleep_until(Timestamp::from_micros(1_000)));
+        c.advance(Duration::from_micros(999));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        c.advance(Duration::from_micros(1));
+        sleeper.await.unwrap();
     }
 
     #[test]

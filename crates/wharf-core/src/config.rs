@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Limits;
+use crate::{Limits, QueuesConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -18,6 +18,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where state is kept.
     pub storage: StorageConfig,
+    /// Queue defaults.
+    pub queues: QueuesConfig,
     /// Request bounds.
     pub limits: Limits,
 }

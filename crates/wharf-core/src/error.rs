@@ -4,7 +4,7 @@
 //! keeping the message; the wire (gRPC status, HTTP JSON, CLI exit code) is
 //! mapped from these variants in one place at each edge.
 
-use crate::{NameError, StreamName};
+use crate::{NameError, QueueName, StreamName};
 
 /// A stream's current version as reported in a conflict: `None` when the
 /// stream does not exist.
@@ -49,6 +49,27 @@ pub enum Error {
     /// The stream has no events.
     #[error("stream `{0}` not found")]
     StreamNotFound(StreamName),
+    /// The queue does not exist.
+    #[error("queue `{0}` not found")]
+    QueueNotFound(QueueName),
+    /// An explicit creation named a queue that exists with other settings.
+    #[error("queue `{queue}` already exists with different settings")]
+    QueueExists {
+        /// The queue.
+        queue: QueueName,
+    },
+    /// The receipt no longer identifies the message's current delivery: the
+    /// message was acknowledged, delivered again, or dead-lettered. Nothing
+    /// was changed.
+    #[error("lease lost on message {message_id} of queue `{queue}`: {reason}")]
+    LeaseLost {
+        /// The queue.
+        queue: QueueName,
+        /// The message the receipt named.
+        message_id: uuid::Uuid,
+        /// What happened to the lease.
+        reason: String,
+    },
     /// The storage cannot serve the request now; retrying later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -71,6 +92,14 @@ impl Error {
     pub fn invalid_stream_name(rule: NameError) -> Self {
         Self::InvalidName {
             kind: "stream",
+            rule,
+        }
+    }
+
+    /// An [`Error::InvalidName`] for a queue name.
+    pub fn invalid_queue_name(rule: NameError) -> Self {
+        Self::InvalidName {
+            kind: "queue",
             rule,
         }
     }

@@ -12,8 +12,9 @@ pub mod error;
 pub mod event;
 pub mod limits;
 pub mod name;
+pub mod queue;
 
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use clock::{Clock, ManualClock, Sleep, SystemClock, Timestamp};
 pub use config::{Config, Durability, ServerConfig, StorageConfig};
 pub use error::{Error, Result};
 pub use event::{
@@ -21,4 +22,8 @@ pub use event::{
     RecordedEvent, StreamStart,
 };
 pub use limits::Limits;
-pub use name::{NameError, StreamName};
+pub use name::{NameError, QueueName, StreamName};
+pub use queue::{
+    Delivery, DequeueOptions, Enqueued, NewMessage, QueueCreated, QueueInfo, QueueSettings,
+    QueueStats, QueuesConfig, Receipt,
+};

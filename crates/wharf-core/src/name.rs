@@ -1,4 +1,4 @@
-//! Validated names of streams (and, later, queues).
+//! Validated names of streams and queues.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,39 +30,95 @@ pub enum NameError {
     Reserved,
 }
 
-/// The name of an event stream: 1–256 bytes of UTF-8, no control characters,
-/// not starting with `$`.
-///
-/// ```
-/// use wharf_core::StreamName;
-/// let name: StreamName = "order-42".parse().unwrap();
-/// assert_eq!(name.as_str(), "order-42");
-/// assert!("$system".parse::<StreamName>().is_err());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamName(String);
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-impl StreamName {
-    /// Validates `name` as a stream name.
-    ///
-    /// # Errors
-    /// The [`NameError`] naming the rule the name breaks.
-    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
-        let name = name.into();
-        validate(&name)?;
-        Ok(Self(name))
-    }
+        impl $name {
+            #[doc = concat!("Validates `name` as a ", $kind, " name.")]
+            ///
+            /// # Errors
+            /// The [`NameError`] naming the rule the name breaks.
+            pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+                let name = name.into();
+                validate(&name)?;
+                Ok(Self(name))
+            }
 
-    /// The name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            /// The name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
 
-    /// Consumes the name, returning the underlying string.
-    pub fn into_string(self) -> String {
-        self.0
-    }
+            /// Consumes the name, returning the underlying string.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
 }
+
+name_type!(
+    /// The name of an event stream: 1–256 bytes of UTF-8, no control characters,
+    /// not starting with `$`.
+    ///
+    /// ```
+    /// use wharf_core::StreamName;
+    /// let name: StreamName = "order-42".parse().unwrap();
+    /// assert_eq!(name.as_str(), "order-42");
+    /// assert!("$system".parse::<StreamName>().is_err());
+    /// ```
+    StreamName,
+    "stream"
+);
+
+name_type!(
+    /// The name of a queue: the same rules as a [`StreamName`].
+    ///
+    /// ```
+    /// use wharf_core::QueueName;
+    /// let name: QueueName = "email-queue".parse().unwrap();
+    /// assert_eq!(name.to_string(), "email-queue");
+    /// ```
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(try_from = "String", into = "String")]
+    QueueName,
+    "queue"
+);
 
 fn validate(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
@@ -78,32 +134,6 @@ fn validate(name: &str) -> Result<(), NameError> {
         return Err(NameError::Reserved);
     }
     Ok(())
-}
-
-impl FromStr for StreamName {
-    type Err = NameError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<String> for StreamName {
-    type Error = NameError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
-
-impl fmt::Display for StreamName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for StreamName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> wharf_core::Result<()> {
 //! use std::sync::Arc;
 //! use wharf_core::{Durability, ExpectedVersion, NewEvent, SystemClock};
-//! use wharf_embedded::EmbeddedLog;
+//! use wharf_embedded::EmbeddedStore;
 //! use wharf_storage::{AppendRequest, EventLog};
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let log = EmbeddedLog::open(dir.path(), Durability::Full, Arc::new(SystemClock))?;
+//! let log = EmbeddedStore::open(dir.path(), Durability::Full, Arc::new(SystemClock))?;
 //! let outcome = log
 //!     .append(AppendRequest {
 //!         stream: "greetings".parse().unwrap(),
@@ -30,11 +30,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod codec;
 mod data_dir;
-mod log;
+mod queue;
 mod reader;
 mod schema;
+mod store;
 mod writer;
 
-pub use log::EmbeddedLog;
+pub use store::EmbeddedStore;

@@ -1,4 +1,4 @@
-//! The writer thread: group commit of appends.
+//! The writer thread: group commit of appends and queue operations.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use wharf_core::{
 use wharf_storage::AppendRequest;
 
 use crate::codec::encode_metadata;
+use crate::queue::{Answer, QueueCommand, Queues};
 
 /// Most appends one transaction carries; bounds the latency a large group
 /// adds to its first member.
@@ -23,10 +24,50 @@ const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 const STREAM_CACHE: usize = 100_000;
 
 /// A request to the writer, with where to send the answer.
-pub(crate) struct Job {
+pub(crate) enum Job {
+    Append(AppendJob),
+    Queue(QueueCommand),
+}
+
+/// An append, with where to send the answer.
+pub(crate) struct AppendJob {
     pub(crate) request: AppendRequest,
     pub(crate) bytes: usize,
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome>>,
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Append(job) => job.bytes,
+            Self::Queue(command) => command.bytes(),
+        }
+    }
+}
+
+/// An answer held until its group commits.
+enum Pending {
+    Append(
+        oneshot::Sender<Result<AppendOutcome>>,
+        Result<AppendOutcome>,
+    ),
+    Queue(Answer),
+}
+
+impl Pending {
+    fn send(self) {
+        match self {
+            Self::Append(reply, result) => drop(reply.send(result)),
+            Self::Queue(answer) => answer.send(),
+        }
+    }
+
+    fn fail(self, error: Error) {
+        match self {
+            Self::Append(reply, _) => drop(reply.send(Err(error))),
+            Self::Queue(answer) => answer.fail(error),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +81,11 @@ pub(crate) struct Writer {
     conn: Connection,
     clock: Arc<dyn Clock>,
     head: watch::Sender<Position>,
+    queues: Queues,
+    /// The next time a queue message becomes visible; the timer waits for it.
+    deadline: watch::Sender<Option<Timestamp>>,
+    /// Tells the checkpoint thread there are new WAL frames.
+    checkpoint: std::sync::mpsc::SyncSender<()>,
     next_position: u64,
     last_created_at: Timestamp,
     streams: HashMap<String, StreamState>,
@@ -57,11 +103,19 @@ impl Writer {
         conn: Connection,
         clock: Arc<dyn Clock>,
         head: watch::Sender<Position>,
+        queues: Queues,
+        deadline: watch::Sender<Option<Timestamp>>,
+        checkpoint: std::sync::mpsc::SyncSender<()>,
     ) -> rusqlite::Result<Self> {
+        // Checkpoints run on their own thread; see `checkpoint`.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let mut writer = Self {
             conn,
             clock,
             head,
+            queues,
+            deadline,
+            checkpoint,
             next_position: 0,
             last_created_at: Timestamp::EPOCH,
             streams: HashMap::new(),
@@ -85,6 +139,7 @@ impl Writer {
         self.last_created_at = Timestamp::from_micros(created.unwrap_or(0));
         self.streams.clear();
         self.head.send_replace(Position(self.next_position));
+        self.deadline.send_replace(self.queues.next_deadline());
         Ok(())
     }
 
@@ -92,12 +147,12 @@ impl Writer {
     pub(crate) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut group = Vec::with_capacity(MAX_GROUP);
         while let Some(first) = jobs.blocking_recv() {
-            let mut bytes = first.bytes;
+            let mut bytes = first.bytes();
             group.push(first);
             while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 match jobs.try_recv() {
                     Ok(job) => {
-                        bytes += job.bytes;
+                        bytes += job.bytes();
                         group.push(job);
                     }
                     Err(_) => break,
@@ -113,9 +168,10 @@ impl Writer {
             next_position: self.next_position,
             streams: HashMap::new(),
         };
-        let outcome = self.apply_group(group, now, &mut staged);
+        let mut pending = Vec::with_capacity(group.len());
+        let outcome = self.apply_group(group.drain(..), now, &mut staged, &mut pending);
         match outcome {
-            Ok(results) => {
+            Ok(()) => {
                 self.next_position = staged.next_position;
                 self.last_created_at = now;
                 if self.streams.len() + staged.streams.len() > STREAM_CACHE {
@@ -123,60 +179,93 @@ impl Writer {
                 }
                 self.streams.extend(staged.streams);
                 self.head.send_replace(Position(self.next_position));
-                for (job, result) in group.drain(..).zip(results) {
-                    let _ = job.reply.send(result);
-                }
+                self.deadline.send_if_modified(|d| {
+                    let next = self.queues.next_deadline();
+                    std::mem::replace(d, next) != next
+                });
+                self.queues.wake();
+                pending.into_iter().for_each(Pending::send);
+                // Full means a nudge is already waiting.
+                let _ = self.checkpoint.try_send(());
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed");
                 let message = format!("commit failed: {e}");
-                for job in group.drain(..) {
-                    let _ = job.reply.send(Err(Error::Unavailable(message.clone())));
+                for answer in pending {
+                    answer.fail(Error::Unavailable(message.clone()));
                 }
-                if let Err(e) = self.reload() {
-                    tracing::error!(error = %e, "reloading the log head failed");
+                self.queues.forget_wakes();
+                if let Err(e) = self.reload_all(now) {
+                    tracing::error!(error = %e, "reloading the writer's state failed");
                 }
             }
         }
     }
 
-    /// Applies every job in one transaction and commits it. An error here is
-    /// a failure of the transaction itself; a job's own failure is its result.
+    /// Rebuilds everything the writer keeps in memory after a failed commit.
+    fn reload_all(&mut self, now: Timestamp) -> rusqlite::Result<()> {
+        self.queues = self.queues.reload(&self.conn, now)?;
+        self.reload()
+    }
+
+    /// Applies every job in one transaction and commits it, leaving each
+    /// job's answer in `pending`. An error here is a failure of the
+    /// transaction itself; a job's own failure is its answer.
     fn apply_group(
         &mut self,
-        group: &[Job],
+        group: impl Iterator<Item = Job>,
         now: Timestamp,
         staged: &mut Staged,
-    ) -> rusqlite::Result<Vec<Result<AppendOutcome>>> {
+        pending: &mut Vec<Pending>,
+    ) -> rusqlite::Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        // Each job runs under its own savepoint so a failing job leaves its
-        // neighbours' writes in place. Cached statements: rusqlite's
-        // `Savepoint` re-parses its SQL on every call.
+        // Each append runs under its own savepoint so a failing one leaves
+        // its neighbours' writes in place. Cached statements: rusqlite's
+        // `Savepoint` re-parses its SQL on every call. Queue operations check
+        // everything before they write, so they need none.
         let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
-        let mut results = Vec::with_capacity(group.len());
         for job in group {
+            let job = match job {
+                Job::Queue(command) => {
+                    let (answer, failed) = self.queues.apply(&tx, command, now);
+                    pending.push(Pending::Queue(answer));
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                    continue;
+                }
+                Job::Append(job) => job,
+            };
             run("SAVEPOINT job")?;
             let before = staged.next_position;
             let mut local = HashMap::new();
-            match apply(&tx, &self.streams, staged, &mut local, &job.request, now) {
+            let result = match apply(&tx, &self.streams, staged, &mut local, &job.request, now) {
                 Ok(outcome) => {
                     run("RELEASE job")?;
                     staged.streams.extend(local);
-                    results.push(Ok(outcome));
+                    Ok(outcome)
                 }
                 Err(Failure::Job(e)) => {
                     run("ROLLBACK TO job")?;
                     run("RELEASE job")?;
                     staged.next_position = before;
-                    results.push(Err(e));
+                    Err(e)
                 }
-                Err(Failure::Sqlite(e)) => return Err(e),
-            }
+                Err(Failure::Sqlite(e)) => {
+                    pending.push(Pending::Append(
+                        job.reply,
+                        Err(Error::Storage(String::new())),
+                    ));
+                    return Err(e);
+                }
+            };
+            pending.push(Pending::Append(job.reply, result));
         }
+        self.queues.flush_counters(&tx)?;
         tx.commit()?;
-        Ok(results)
+        Ok(())
     }
 }
 

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use wharf_core::{
     Durability, Error, ExpectedVersion, NewEvent, ReadDirection, StreamStart, SystemClock,
 };
-use wharf_embedded::EmbeddedLog;
+use wharf_embedded::EmbeddedStore;
 use wharf_storage::{AppendRequest, EventLog};
 
-fn open(path: &std::path::Path) -> wharf_core::Result<EmbeddedLog> {
-    EmbeddedLog::open(path, Durability::Full, Arc::new(SystemClock))
+fn open(path: &std::path::Path) -> wharf_core::Result<EmbeddedStore> {
+    EmbeddedStore::open(path, Durability::Full, Arc::new(SystemClock))
 }
 
 #[tokio::test]

@@ -1,13 +1,20 @@
 //! Conversions between the generated messages and the domain types.
+//!
+//! Durations travel as `uint64` microseconds; a domain duration is rounded
+//! *up* to the next microsecond, so a bound check on the far side never
+//! passes a value that was out of bounds on this side.
+
+use std::time::Duration;
 
 use tonic::Status;
 use uuid::Uuid;
 use wharf_core::{
-    AppendOutcome, AppendResult, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamName,
+    AppendOutcome, AppendResult, Delivery, Enqueued, ExpectedVersion, NewEvent, NewMessage,
+    Position, QueueInfo, QueueName, QueueSettings, QueueStats, Receipt, RecordedEvent, StreamName,
     Timestamp,
 };
 
-use crate::status::{invalid_field, invalid_stream_name};
+use crate::status::{invalid_field, invalid_queue_name, invalid_stream_name};
 use crate::v1;
 
 /// Parses a stream name from the wire.
@@ -138,5 +145,281 @@ impl From<v1::AppendResponse> for AppendOutcome {
         } else {
             Self::Appended(result)
         }
+    }
+}
+
+/// A duration as wire microseconds, rounded up, saturating.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
+/// A duration from wire microseconds.
+pub fn duration(micros: u64) -> Duration {
+    Duration::from_micros(micros)
+}
+
+/// Parses a queue name from the wire.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the broken rule.
+pub fn queue_name(name: String) -> Result<QueueName, Status> {
+    QueueName::new(name).map_err(invalid_queue_name)
+}
+
+fn message_id(field: &str, bytes: &[u8]) -> Result<Uuid, Status> {
+    Uuid::from_slice(bytes)
+        .map_err(|_| invalid_field(field, format!("must be 16 bytes, got {}", bytes.len())))
+}
+
+impl From<&QueueSettings> for v1::QueueSettings {
+    fn from(s: &QueueSettings) -> Self {
+        Self {
+            max_delivery_attempts: Some(s.max_delivery_attempts),
+            dead_letter_queue: Some(
+                s.dead_letter_queue
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
+            visibility_timeout_micros: Some(micros(s.visibility_timeout)),
+        }
+    }
+}
+
+/// Settings from the wire; each absent field takes its value from
+/// `defaults`, and an empty `dead_letter_queue` means none. Bounds are left
+/// to [`QueueSettings::validate`].
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for an invalid dead-letter queue name.
+pub fn queue_settings(
+    s: Option<v1::QueueSettings>,
+    defaults: &QueueSettings,
+) -> Result<QueueSettings, Status> {
+    let s = s.unwrap_or_default();
+    let dead_letter_queue = match s.dead_letter_queue {
+        None => defaults.dead_letter_queue.clone(),
+        Some(name) if name.is_empty() => None,
+        Some(name) => Some(queue_name(name)?),
+    };
+    Ok(QueueSettings {
+        max_delivery_attempts: s
+            .max_delivery_attempts
+            .unwrap_or(defaults.max_delivery_attempts),
+        dead_letter_queue,
+        visibility_timeout: s
+            .visibility_timeout_micros
+            .map_or(defaults.visibility_timeout, duration),
+    })
+}
+
+impl From<NewMessage> for v1::NewMessage {
+    fn from(m: NewMessage) -> Self {
+        Self {
+            data: m.data,
+            metadata: m.metadata,
+            content_type: m.content_type,
+            delay_micros: micros(m.delay),
+            dedup_id: m.dedup_id,
+        }
+    }
+}
+
+impl From<v1::NewMessage> for NewMessage {
+    fn from(m: v1::NewMessage) -> Self {
+        Self {
+            data: m.data,
+            metadata: m.metadata,
+            content_type: m.content_type,
+            delay: duration(m.delay_micros),
+            dedup_id: m.dedup_id,
+        }
+    }
+}
+
+impl From<Enqueued> for v1::Enqueued {
+    fn from(e: Enqueued) -> Self {
+        Self {
+            message_id: e.message_id.as_bytes().to_vec().into(),
+            duplicate: e.duplicate,
+        }
+    }
+}
+
+/// An enqueue result from the wire.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` when the server sent a malformed id.
+pub fn enqueued(e: v1::Enqueued) -> Result<Enqueued, Status> {
+    Ok(Enqueued {
+        message_id: message_id("message_id", &e.message_id)?,
+        duplicate: e.duplicate,
+    })
+}
+
+impl From<Delivery> for v1::Delivery {
+    fn from(d: Delivery) -> Self {
+        Self {
+            message_id: d.message_id.as_bytes().to_vec().into(),
+            receipt: d.receipt.as_str().to_owned(),
+            data: d.data,
+            metadata: d.metadata,
+            content_type: d.content_type,
+            delivery_attempt: d.delivery_attempt,
+            enqueued_at_micros: d.enqueued_at.as_micros(),
+        }
+    }
+}
+
+/// A delivery from the wire.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` when the server sent a malformed id.
+pub fn delivery(d: v1::Delivery) -> Result<Delivery, Status> {
+    Ok(Delivery {
+        message_id: message_id("message_id", &d.message_id)?,
+        receipt: Receipt::new(d.receipt),
+        data: d.data,
+        metadata: d.metadata,
+        content_type: d.content_type,
+        delivery_attempt: d.delivery_attempt,
+        enqueued_at: Timestamp::from_micros(d.enqueued_at_micros),
+    })
+}
+
+impl From<QueueStats> for v1::QueueStats {
+    fn from(s: QueueStats) -> Self {
+        Self {
+            visible: s.visible,
+            in_flight: s.in_flight,
+            delayed: s.delayed,
+            oldest_age_micros: s.oldest_age_micros,
+            dead_letters: s.dead_letters,
+            deliveries: s.deliveries,
+            acks: s.acks,
+            nacks: s.nacks,
+            dead_lettered: s.dead_lettered,
+        }
+    }
+}
+
+impl From<v1::QueueStats> for QueueStats {
+    fn from(s: v1::QueueStats) -> Self {
+        Self {
+            visible: s.visible,
+            in_flight: s.in_flight,
+            delayed: s.delayed,
+            oldest_age_micros: s.oldest_age_micros,
+            dead_letters: s.dead_letters,
+            deliveries: s.deliveries,
+            acks: s.acks,
+            nacks: s.nacks,
+            dead_lettered: s.dead_lettered,
+        }
+    }
+}
+
+impl From<QueueInfo> for v1::QueueInfo {
+    fn from(q: QueueInfo) -> Self {
+        Self {
+            settings: Some((&q.settings).into()),
+            name: q.name.into_string(),
+            stats: Some(q.stats.into()),
+        }
+    }
+}
+
+/// A queue's description from the wire; settings the server left out read
+/// as the built-in defaults.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` when the server sent an invalid name.
+pub fn queue_info(q: v1::QueueInfo) -> Result<QueueInfo, Status> {
+    Ok(QueueInfo {
+        name: queue_name(q.name)?,
+        settings: queue_settings(q.settings, &QueueSettings::default())?,
+        stats: q.stats.unwrap_or_default().into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_up_to_whole_microseconds() {
+        assert_eq!(micros(Duration::ZERO), 0);
+        assert_eq!(micros(Duration::from_nanos(1)), 1);
+        assert_eq!(micros(Duration::from_secs(30)), 30_000_000);
+        assert_eq!(micros(Duration::MAX), u64::MAX);
+        assert_eq!(
+            duration(micros(Duration::from_millis(1500))),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn settings_round_trip_and_absent_fields_take_the_defaults() {
+        let custom = QueueSettings {
+            max_delivery_attempts: 3,
+            dead_letter_queue: None,
+            visibility_timeout: Duration::from_secs(90),
+        };
+        let defaults = QueueSettings::default();
+        assert_eq!(
+            queue_settings(Some((&custom).into()), &defaults).unwrap(),
+            custom
+        );
+        assert_eq!(queue_settings(None, &defaults).unwrap(), defaults);
+        let only_attempts = v1::QueueSettings {
+            max_delivery_attempts: Some(9),
+            ..Default::default()
+        };
+        let s = queue_settings(Some(only_attempts), &defaults).unwrap();
+        assert_eq!(s.max_delivery_attempts, 9);
+        assert_eq!(s.dead_letter_queue, defaults.dead_letter_queue);
+    }
+
+    #[test]
+    fn an_invalid_dead_letter_queue_name_is_refused() {
+        let bad = v1::QueueSettings {
+            dead_letter_queue: Some("$dlq".into()),
+            ..Default::default()
+        };
+        let status = queue_settings(Some(bad), &QueueSettings::default()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("queue name"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn deliveries_round_trip() {
+        let d = Delivery {
+            message_id: Uuid::now_v7(),
+            receipt: Receipt::new("r-1"),
+            data: bytes::Bytes::from_static(b"hello"),
+            metadata: [("k".to_owned(), "v".to_owned())].into(),
+            content_type: "text/plain".into(),
+            delivery_attempt: 2,
+            enqueued_at: Timestamp::from_micros(1_700_000_000_000_000),
+        };
+        assert_eq!(delivery(d.clone().into()).unwrap(), d);
+    }
+
+    #[test]
+    fn malformed_message_ids_are_refused() {
+        let e = v1::Enqueued {
+            message_id: vec![1, 2, 3].into(),
+            duplicate: false,
+        };
+        let status = enqueued(e).unwrap_err();
+        assert!(
+            status.message().contains("16 bytes"),
+            "{}",
+            status.message()
+        );
     }
 }

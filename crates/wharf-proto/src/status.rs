@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 
+use prost::Message as _;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use wharf_core::{Error, NameError, StreamName};
+use wharf_core::{Error, NameError, QueueName, StreamName};
 
 /// The `ErrorInfo.domain` of Wharf's errors.
 pub const DOMAIN: &str = "wharf";
@@ -25,6 +26,13 @@ pub mod reason {
     pub const EVENT_ID_CONFLICT: &str = "EVENT_ID_CONFLICT";
     /// The stream does not exist; metadata `stream`.
     pub const STREAM_NOT_FOUND: &str = "STREAM_NOT_FOUND";
+    /// The queue does not exist; metadata `queue`.
+    pub const QUEUE_NOT_FOUND: &str = "QUEUE_NOT_FOUND";
+    /// The queue exists with other settings; metadata `queue`.
+    pub const QUEUE_EXISTS: &str = "QUEUE_EXISTS";
+    /// The receipt is no longer the message's current delivery; metadata
+    /// `queue`, `message_id`, `reason`.
+    pub const LEASE_LOST: &str = "LEASE_LOST";
     /// Try again later.
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
     /// A storage failure.
@@ -61,6 +69,24 @@ pub fn to_status(error: &Error) -> Status {
             meta.insert("stream".to_owned(), stream.to_string());
             (Code::NotFound, reason::STREAM_NOT_FOUND)
         }
+        Error::QueueNotFound(queue) => {
+            meta.insert("queue".to_owned(), queue.to_string());
+            (Code::NotFound, reason::QUEUE_NOT_FOUND)
+        }
+        Error::QueueExists { queue } => {
+            meta.insert("queue".to_owned(), queue.to_string());
+            (Code::AlreadyExists, reason::QUEUE_EXISTS)
+        }
+        Error::LeaseLost {
+            queue,
+            message_id,
+            reason: why,
+        } => {
+            meta.insert("queue".to_owned(), queue.to_string());
+            meta.insert("message_id".to_owned(), message_id.to_string());
+            meta.insert("reason".to_owned(), why.clone());
+            (Code::FailedPrecondition, reason::LEASE_LOST)
+        }
         Error::Unavailable(_) | Error::DataDirLocked { .. } => {
             (Code::Unavailable, reason::UNAVAILABLE)
         }
@@ -95,6 +121,7 @@ pub fn from_status(status: &Status) -> Error {
     };
     let get = |k: &str| info.metadata.get(k).cloned().unwrap_or_default();
     let stream = || StreamName::new(get("stream"));
+    let queue = || QueueName::new(get("queue"));
     match info.reason.as_str() {
         reason::INVALID_NAME => Error::InvalidArgument(message),
         reason::UNAVAILABLE => Error::Unavailable(message),
@@ -115,6 +142,22 @@ pub fn from_status(status: &Status) -> Error {
         reason::STREAM_NOT_FOUND => match stream() {
             Ok(stream) => Error::StreamNotFound(stream),
             Err(_) => Error::Storage(message),
+        },
+        reason::QUEUE_NOT_FOUND => match queue() {
+            Ok(queue) => Error::QueueNotFound(queue),
+            Err(_) => Error::Storage(message),
+        },
+        reason::QUEUE_EXISTS => match queue() {
+            Ok(queue) => Error::QueueExists { queue },
+            Err(_) => Error::Storage(message),
+        },
+        reason::LEASE_LOST => match (queue(), get("message_id").parse()) {
+            (Ok(queue), Ok(message_id)) => Error::LeaseLost {
+                queue,
+                message_id,
+                reason: get("reason"),
+            },
+            _ => Error::Storage(message),
         },
         _ => by_code(status.code(), message),
     }
@@ -138,6 +181,34 @@ pub fn invalid_field(field: &str, problem: impl std::fmt::Display) -> Status {
 /// A [`Status`] for an invalid stream name.
 pub fn invalid_stream_name(source: NameError) -> Status {
     to_status(&Error::invalid_stream_name(source))
+}
+
+/// A [`Status`] for an invalid queue name.
+pub fn invalid_queue_name(source: NameError) -> Status {
+    to_status(&Error::invalid_queue_name(source))
+}
+
+/// A domain error as a `google.rpc.Status` message, for errors carried
+/// inside a response (the per-receipt results of an acknowledge).
+pub fn to_rpc_status(error: &Error) -> tonic_types::pb::Status {
+    let status = to_status(error);
+    // `to_status` always attaches details, which are exactly an encoded
+    // `google.rpc.Status`; the fallback keeps code and message regardless.
+    tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| tonic_types::pb::Status {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: Vec::new(),
+    })
+}
+
+/// The domain error a `google.rpc.Status` message stands for.
+pub fn from_rpc_status(status: &tonic_types::pb::Status) -> Error {
+    let rebuilt = Status::with_details(
+        Code::from_i32(status.code),
+        status.message.clone(),
+        status.encode_to_vec().into(),
+    );
+    from_status(&rebuilt)
 }
 
 #[cfg(test)]
@@ -181,6 +252,75 @@ mod tests {
     fn message_carrying_errors_display_the_same_after_a_round_trip() {
         let e = Error::InvalidArgument("batch has 11 events; the limit is 10".into());
         assert_eq!(from_status(&to_status(&e)).to_string(), e.to_string());
+    }
+
+    #[test]
+    fn queue_not_found_round_trips_as_not_found_naming_the_queue() {
+        let e = Error::QueueNotFound("jobs".parse().unwrap());
+        let status = to_status(&e);
+        assert_eq!(status.code(), Code::NotFound);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, reason::QUEUE_NOT_FOUND);
+        assert_eq!(info.metadata["queue"], "jobs");
+        assert_eq!(from_status(&status), e);
+    }
+
+    #[test]
+    fn queue_exists_round_trips_as_already_exists() {
+        let e = Error::QueueExists {
+            queue: "jobs".parse().unwrap(),
+        };
+        let status = to_status(&e);
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            reason::QUEUE_EXISTS
+        );
+        assert_eq!(from_status(&status), e);
+    }
+
+    #[test]
+    fn lease_lost_round_trips_with_queue_message_and_reason() {
+        let e = Error::LeaseLost {
+            queue: "jobs".parse().unwrap(),
+            message_id: uuid::Uuid::now_v7(),
+            reason: "delivered again".into(),
+        };
+        let status = to_status(&e);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, reason::LEASE_LOST);
+        assert_eq!(info.metadata["reason"], "delivered again");
+        assert_eq!(from_status(&status), e);
+    }
+
+    #[test]
+    fn invalid_queue_names_say_queue_and_the_rule() {
+        let status = invalid_queue_name(NameError::Empty);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("invalid queue name"),
+            "{}",
+            status.message()
+        );
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().metadata["kind"], "queue");
+    }
+
+    #[test]
+    fn errors_inside_responses_round_trip_through_rpc_status() {
+        let e = Error::LeaseLost {
+            queue: "jobs".parse().unwrap(),
+            message_id: uuid::Uuid::nil(),
+            reason: "acknowledged".into(),
+        };
+        let rpc = to_rpc_status(&e);
+        assert_eq!(rpc.code, Code::FailedPrecondition as i32);
+        assert_eq!(from_rpc_status(&rpc), e);
+        let bad = Error::InvalidArgument("malformed receipt `x`".into());
+        assert_eq!(from_rpc_status(&to_rpc_status(&bad)), bad);
     }
 
     #[test]

@@ -1,4 +1,9 @@
-//! The gRPC `wharf.v1.Streams` service over the engine.
+//! The gRPC services over the engine: `wharf.v1.Streams` here,
+//! `wharf.v1.Queues` in [`queues`].
+
+pub mod queues;
+
+pub use queues::QueuesService;
 
 use std::pin::Pin;
 

@@ -3,7 +3,8 @@
 //!
 //! [`Server::start`] binds both listeners and returns a [`Server`] handle;
 //! [`Server::shutdown`] stops accepting, lets in-flight requests finish
-//! (their commits included), ends live subscriptions, and closes storage.
+//! (their commits included), ends live subscriptions and long-polling
+//! dequeues, and closes storage.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -20,12 +21,22 @@ use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wharf::{Config, Wharf};
+use wharf_proto::v1::queues_server::QueuesServer;
 use wharf_proto::v1::streams_server::StreamsServer;
 
 pub use config::{ConfigError, load as load_config};
 
 /// Slack above the largest append batch for the request envelope.
 const ENVELOPE_BYTES: usize = 1024 * 1024;
+/// Wire bytes one enqueued message may take beyond what the size limits
+/// count (its data, content type and metadata): field framing, the delay,
+/// and a `dedup_id` of up to 128 bytes.
+const MESSAGE_FRAMING_BYTES: usize = 256;
+/// Wire bytes one delivery takes beyond its data, content type and
+/// metadata: framing, id, receipt, attempt and timestamp.
+const DELIVERY_FRAMING_BYTES: usize = 256;
+/// The smallest response limit, for pages of events and lists of queues.
+const MIN_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +117,25 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(true));
-        let max_message = config.limits.max_batch_bytes + ENVELOPE_BYTES;
+        let limits = config.limits;
+        let max_message = limits.max_batch_bytes + ENVELOPE_BYTES;
         let streams =
             StreamsServer::new(grpc::StreamsService::new(wharf.clone(), shutdown.clone()))
                 .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message.max(64 * 1024 * 1024));
+                .max_encoding_message_size(max_message.max(MIN_RESPONSE_BYTES));
+        // The largest enqueue the limits allow, and the largest dequeue
+        // answer: 100 messages at the inline limit.
+        let max_enqueue = limits.max_batch_bytes
+            + limits
+                .max_batch_events
+                .saturating_mul(MESSAGE_FRAMING_BYTES)
+            + ENVELOPE_BYTES;
+        let max_dequeue = (wharf_core::queue::MAX_DEQUEUE_BATCH as usize)
+            .saturating_mul(limits.max_event_bytes + DELIVERY_FRAMING_BYTES)
+            + ENVELOPE_BYTES;
+        let queues = QueuesServer::new(grpc::QueuesService::new(wharf.clone(), shutdown.clone()))
+            .max_decoding_message_size(max_enqueue)
+            .max_encoding_message_size(max_dequeue.max(MIN_RESPONSE_BYTES));
         let stop = shutdown.clone();
         tasks.spawn(async move {
             // `Server::tcp_nodelay` applies only to listeners tonic binds
@@ -126,6 +151,7 @@ impl Server {
             let served = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(streams)
+                .add_service(queues)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await;
             if let Err(e) = served {
@@ -174,7 +200,7 @@ impl Server {
     }
 
     /// Stops accepting, waits for in-flight requests (and so their commits),
-    /// ends subscriptions, then closes storage.
+    /// ends subscriptions and long polls, then closes storage.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::SeqCst);
         self.shutdown.cancel();

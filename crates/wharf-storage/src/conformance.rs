@@ -7,21 +7,37 @@
 //! async fn make(clock: wharf_core::ManualClock) -> wharf_storage::conformance::TestLog { … }
 //! wharf_storage::event_log_conformance!(make);
 //! ```
+//!
+//! The queue port has the same, plus a model-based test
+//! ([`queue_model::run_queue_model`]) that checks random operation sequences
+//! against a reference model of the contract.
 
 use std::any::Any;
 use std::sync::Arc;
 
 use wharf_core::{ManualClock, Timestamp};
 
-use crate::EventLog;
+use crate::{EventLog, QueueStore};
 
 pub mod event_log;
+pub mod queue_model;
+pub mod queue_store;
 
 /// A backend under test, with whatever keeps it alive (a temporary
 /// directory, a database schema) dropped after the scenario.
 pub struct TestLog {
     /// The log under test.
     pub log: Arc<dyn EventLog>,
+    /// Dropped when the scenario ends.
+    pub guard: Box<dyn Any + Send + Sync>,
+}
+
+/// A queue store under test, opened with [`wharf_core::QueueSettings::default`]
+/// as its queue defaults and the scenario's clock; `guard` is dropped after
+/// the scenario.
+pub struct TestQueues {
+    /// The store under test.
+    pub queues: Arc<dyn QueueStore>,
     /// Dropped when the scenario ends.
     pub guard: Box<dyn Any + Send + Sync>,
 }
@@ -70,6 +86,75 @@ macro_rules! event_log_conformance {
                 let clock = $crate::conformance::test_clock();
                 let fixture: $crate::conformance::TestLog = $make(clock.clone()).await;
                 $crate::conformance::event_log::$scenario(&fixture.log, &clock).await;
+                drop(fixture);
+            }
+        )*
+    };
+}
+
+/// Expands into one test per queue-store scenario, each calling
+/// `$make(clock).await` for a fresh [`TestQueues`].
+#[macro_export]
+macro_rules! queue_store_conformance {
+    ($make:path) => {
+        $crate::queue_store_conformance!(@each $make;
+            first_enqueue_creates_the_queue_with_the_default_settings,
+            creating_a_queue_again_with_the_same_settings_changes_nothing,
+            creating_a_queue_again_with_other_settings_is_refused,
+            operations_on_a_missing_queue_are_not_found,
+            message_ids_are_unique_and_time_ordered,
+            delivery_carries_the_message_as_enqueued,
+            dequeue_returns_visible_messages_in_enqueue_order,
+            a_redelivered_message_goes_before_newer_ones,
+            batch_dequeue_returns_at_most_max_messages,
+            dequeue_of_an_empty_queue_without_wait_returns_nothing_at_once,
+            a_delivered_message_is_invisible_until_exactly_its_visibility_timeout,
+            the_queue_visibility_timeout_applies_when_a_dequeue_names_none,
+            acknowledging_deletes_the_message,
+            acknowledging_twice_is_lease_lost_and_changes_nothing,
+            a_receipt_stays_valid_after_its_timeout_until_the_message_is_delivered_again,
+            a_stale_receipt_cannot_acknowledge_nack_or_extend,
+            forged_malformed_and_foreign_receipts_are_invalid_arguments,
+            batch_acknowledge_reports_each_receipt_and_acknowledges_the_valid_ones,
+            nack_makes_the_message_visible_again_at_once,
+            nack_with_redeliver_after_delays_the_redelivery,
+            extending_keeps_a_message_invisible_and_a_stale_extend_fails,
+            a_delayed_message_becomes_visible_exactly_when_its_delay_passes,
+            nacking_the_last_attempt_dead_letters_the_message_with_its_history,
+            nacking_the_last_attempt_without_a_reason_records_nacked,
+            a_timed_out_last_attempt_is_dead_lettered_without_any_client_call,
+            a_message_is_never_delivered_more_than_max_delivery_attempts_times,
+            a_dead_letter_queue_never_dead_letters_its_messages,
+            a_queue_without_a_dead_letter_target_redelivers_without_limit,
+            a_queue_naming_itself_as_dead_letter_queue_never_dead_letters,
+            a_dedup_id_within_the_window_returns_the_first_message,
+            a_dedup_id_after_the_window_enqueues_anew,
+            dedup_ids_are_scoped_to_their_queue,
+            long_poll_returns_as_soon_as_a_message_is_enqueued,
+            long_poll_returns_nothing_when_its_wait_passes_on_the_clock,
+            long_poll_is_woken_by_a_visibility_timeout_expiring,
+            long_poll_is_woken_by_a_delay_passing,
+            long_poll_is_woken_by_a_nack,
+            a_long_poll_that_loses_the_race_for_a_message_keeps_waiting,
+            stats_count_exactly_after_a_scripted_sequence,
+            list_queues_returns_every_queue_with_settings_and_stats,
+            redrive_moves_dead_letters_back_to_the_end_of_their_original_queues,
+            redrive_to_a_named_queue_moves_every_dead_letter_there,
+            redrive_leaves_dead_letters_in_flight,
+            redriving_a_queue_that_is_not_a_dead_letter_queue_is_invalid_and_changes_nothing,
+            purge_deletes_every_message_in_flight_or_not,
+            deleting_a_queue_removes_it_and_its_messages,
+            a_receipt_from_before_a_delete_cannot_touch_the_queue_made_again,
+            concurrent_consumers_receive_each_message_exactly_once,
+        );
+    };
+    (@each $make:path; $($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                let clock = $crate::conformance::test_clock();
+                let fixture: $crate::conformance::TestQueues = $make(clock.clone()).await;
+                $crate::conformance::queue_store::$scenario(&fixture.queues, &clock).await;
                 drop(fixture);
             }
         )*

@@ -8,7 +8,10 @@
 
 pub mod conformance;
 mod event_log;
+mod queue_store;
+pub mod receipt;
 mod subscription;
 
 pub use event_log::{AppendRequest, EventLog, ReadAllPage};
+pub use queue_store::QueueStore;
 pub use subscription::{Subscription, SubscriptionItem};

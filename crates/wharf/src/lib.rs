@@ -20,18 +20,22 @@
 //! ```
 #![warn(missing_docs)]
 
+mod queues;
 mod validate;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 pub use wharf_core::{
-    AppendOutcome, AppendResult, Clock, Config, Durability, Error, ExpectedVersion, Limits,
-    LogFilter, NewEvent, Position, ReadDirection, RecordedEvent, Result, StorageConfig, StreamName,
-    StreamStart, SystemClock, Timestamp,
+    AppendOutcome, AppendResult, Clock, Config, Delivery, DequeueOptions, Durability, Enqueued,
+    Error, ExpectedVersion, Limits, LogFilter, NewEvent, NewMessage, Position, QueueCreated,
+    QueueInfo, QueueName, QueueSettings, QueueStats, ReadDirection, Receipt, RecordedEvent, Result,
+    StorageConfig, StreamName, StreamStart, SystemClock, Timestamp,
 };
-use wharf_embedded::EmbeddedLog;
-pub use wharf_storage::{AppendRequest, EventLog, ReadAllPage, Subscription, SubscriptionItem};
+use wharf_embedded::EmbeddedStore;
+pub use wharf_storage::{
+    AppendRequest, EventLog, QueueStore, ReadAllPage, Subscription, SubscriptionItem,
+};
 
 /// An open Wharf: the engine every interface (embedded, gRPC, CLI) calls.
 ///
@@ -39,6 +43,8 @@ pub use wharf_storage::{AppendRequest, EventLog, ReadAllPage, Subscription, Subs
 #[derive(Clone)]
 pub struct Wharf {
     log: Arc<dyn EventLog>,
+    queues: Arc<dyn QueueStore>,
+    queue_defaults: Arc<QueueSettings>,
     limits: Limits,
 }
 
@@ -59,13 +65,20 @@ impl Wharf {
         match &config.storage {
             StorageConfig::Embedded { path, durability } => {
                 let (path, durability) = (path.clone(), *durability);
-                let log = tokio::task::spawn_blocking(move || {
-                    EmbeddedLog::open(&path, durability, clock)
+                let defaults = config.queues.defaults.clone();
+                defaults.validate()?;
+                let runtime = tokio::runtime::Handle::current();
+                let store = tokio::task::spawn_blocking(move || {
+                    let _entered = runtime.enter();
+                    EmbeddedStore::open_with(&path, durability, defaults, clock)
                 })
                 .await
                 .map_err(|e| Error::Storage(format!("opening storage failed: {e}")))??;
+                let store = Arc::new(store);
                 Ok(Self {
-                    log: Arc::new(log),
+                    log: store.clone(),
+                    queues: store,
+                    queue_defaults: Arc::new(config.queues.defaults.clone()),
                     limits: config.limits,
                 })
             }
@@ -75,6 +88,16 @@ impl Wharf {
     /// The limits requests are checked against.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The settings of queues created by their first enqueue.
+    pub fn queue_defaults(&self) -> &QueueSettings {
+        &self.queue_defaults
+    }
+
+    /// The queue port, for code that works on any backend.
+    pub fn queue_store(&self) -> Arc<dyn QueueStore> {
+        self.queues.clone()
     }
 
     /// The event-log port, for code that works on any backend.

@@ -1,0 +1,154 @@
+//! Does queue depth slow Wharf down? DESIGN.md §3 promises dequeue and ack in O(log n):
+//! "a queue of 10 million messages dequeues as fast as a queue of 10".
+//!
+//! Both workloads run on the engine in this process (no gRPC), each on its own data
+//! directory with full durability, so the shallow queue does not share a database with the
+//! deep one. A cycle is one `dequeue` of 10 and one `ack_batch` of the 10 receipts; only the
+//! cycles are timed.
+//!
+//! - `dequeue_ack_depth_10`: before each cycle, 10 messages are enqueued (untimed).
+//! - `dequeue_ack_depth_1m` (`_100k` under `--quick`): the queue is filled once with 1,000,000
+//!   (100,000) messages in batches of 1,000 before the runs, then cycles run against it; after
+//!   each run the queue is topped up again (untimed).
+//!
+//! Messages are 100 B rather than the suite's 1 KiB, for both depths: the fill of a million
+//! stays around half a minute and a gigabyte less on disk, and both depths move the same
+//! bytes. Each run also yields the ratio deep / shallow from that run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use bytes::Bytes;
+use wharf::{
+    Config, DequeueOptions, Durability, NewMessage, QueueName, QueueSettings, StorageConfig, Wharf,
+};
+
+use super::wharf_grpc::DURABILITY;
+use crate::harness::{BenchConfig, Harness, Measurement, random_bytes};
+
+const MESSAGE_BYTES: usize = 100;
+const CYCLE: usize = 10;
+const FILL_BATCH: usize = 1_000;
+const VISIBILITY: Duration = Duration::from_secs(300);
+
+/// Measures both depths, their ratio, and closes the engines.
+pub fn measure(h: &mut Harness<'_>, config: &BenchConfig) -> anyhow::Result<()> {
+    let (deep_depth, deep_name) = config.pick((1_000_000, "1m"), (100_000, "100k"));
+    let messages_per_run = config.pick(10_000, 1_000);
+    let payload = Bytes::from(random_bytes(0xDE97, MESSAGE_BYTES));
+    let queue = QueueName::new("depth")?;
+
+    let (shallow, deep) = h.runtime()?.block_on(async {
+        let shallow = open(&config.dir.join("depth-10"), &queue).await?;
+        let deep = open(&config.dir.join(format!("depth-{deep_name}")), &queue).await?;
+        eprintln!("queue: filling a Wharf queue with {deep_depth} messages of {MESSAGE_BYTES} B");
+        let started = Instant::now();
+        top_up(&deep, &queue, &payload, deep_depth).await?;
+        eprintln!("queue: filled in {:.1} s", started.elapsed().as_secs_f64());
+        anyhow::Ok((shallow, deep))
+    })?;
+
+    let measured = h.measure_many_async("wharf", DURABILITY, || {
+        let (shallow, deep, queue, payload) = (
+            shallow.clone(),
+            deep.clone(),
+            queue.clone(),
+            payload.clone(),
+        );
+        async move {
+            let shallow_rate = cycles(&shallow, &queue, messages_per_run, Some(&payload)).await?;
+            let deep_rate = cycles(&deep, &queue, messages_per_run, None).await?;
+            top_up(&deep, &queue, &payload, deep_depth).await?;
+            Ok(vec![
+                Measurement::new("dequeue_ack_depth_10", "msg/s", shallow_rate),
+                Measurement::new(format!("dequeue_ack_depth_{deep_name}"), "msg/s", deep_rate),
+                Measurement::new(
+                    format!("dequeue_ack_depth_{deep_name}_vs_10"),
+                    "ratio",
+                    deep_rate / shallow_rate,
+                ),
+            ])
+        }
+    });
+    h.runtime()?.block_on(async {
+        shallow.close().await;
+        deep.close().await;
+    });
+    measured
+}
+
+async fn open(dir: &Path, queue: &QueueName) -> anyhow::Result<Wharf> {
+    let config = Config {
+        storage: StorageConfig::Embedded {
+            path: dir.to_path_buf(),
+            durability: Durability::Full,
+        },
+        ..Config::default()
+    };
+    let wharf = Wharf::open(&config)
+        .await
+        .with_context(|| format!("opening Wharf on {}", dir.display()))?;
+    let settings = QueueSettings {
+        dead_letter_queue: None,
+        visibility_timeout: VISIBILITY,
+        ..QueueSettings::default()
+    };
+    wharf.create_queue(queue, settings).await?;
+    Ok(wharf)
+}
+
+/// Enqueues until `queue` holds `depth` messages.
+async fn top_up(
+    wharf: &Wharf,
+    queue: &QueueName,
+    payload: &Bytes,
+    depth: usize,
+) -> anyhow::Result<()> {
+    let held = usize::try_from(wharf.queue_stats(queue).await?.depth())?;
+    let mut missing = depth.saturating_sub(held);
+    while missing > 0 {
+        let n = missing.min(FILL_BATCH);
+        let batch = (0..n).map(|_| NewMessage::new(payload.clone())).collect();
+        wharf.enqueue_batch(queue, batch).await?;
+        missing -= n;
+    }
+    Ok(())
+}
+
+/// Runs dequeue-10 + ack cycles until `messages` are consumed; returns messages per second
+/// of the cycles alone. With `refill`, enqueues 10 (untimed) before each cycle.
+async fn cycles(
+    wharf: &Wharf,
+    queue: &QueueName,
+    messages: usize,
+    refill: Option<&Bytes>,
+) -> anyhow::Result<f64> {
+    let options = DequeueOptions {
+        visibility_timeout: Some(VISIBILITY),
+        max_messages: CYCLE as u32,
+        wait: Duration::ZERO,
+    };
+    let mut timed = Duration::ZERO;
+    for _ in 0..messages.div_ceil(CYCLE) {
+        if let Some(payload) = refill {
+            let batch = (0..CYCLE)
+                .map(|_| NewMessage::new(payload.clone()))
+                .collect();
+            wharf.enqueue_batch(queue, batch).await?;
+        }
+        let started = Instant::now();
+        let deliveries = wharf.dequeue(queue, options).await?;
+        ensure!(
+            deliveries.len() == CYCLE,
+            "a dequeue of {CYCLE} returned {}",
+            deliveries.len()
+        );
+        let receipts: Vec<_> = deliveries.into_iter().map(|d| d.receipt).collect();
+        for outcome in wharf.ack_batch(queue, &receipts).await? {
+            outcome.context("acknowledging a delivery")?;
+        }
+        timed += started.elapsed();
+    }
+    Ok((messages.div_ceil(CYCLE) * CYCLE) as f64 / timed.as_secs_f64())
+}
