@@ -5,15 +5,18 @@
 //! the positions and versions it was acknowledged with, and every batch must
 //! be visible whole or not at all.
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use support::ChildGuard;
 use wharf_client::Client;
 use wharf_core::{AppendResult, Error, ExpectedVersion, LogFilter, NewEvent, Position};
 
@@ -25,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 struct ServerProcess {
-    child: Child,
+    child: ChildGuard,
     url: String,
 }
 
@@ -48,19 +51,14 @@ impl ServerProcess {
             assert!(Instant::now() < deadline, "server did not come up at {url}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self { child, url }
+        Self {
+            child: ChildGuard(child),
+            url,
+        }
     }
 
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        self.child.kill();
     }
 }
 

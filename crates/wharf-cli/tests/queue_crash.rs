@@ -11,17 +11,20 @@
 //! The kill points come from a seed printed at the start; set
 //! `QUEUE_CRASH_SEED` to replay one.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use support::ChildGuard;
 use uuid::Uuid;
 use wharf_client::Client;
 use wharf_core::{DequeueOptions, Error, NewMessage, QueueName, QueueSettings, Receipt};
@@ -36,7 +39,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A `wharf serve` process on port 0, killed (SIGKILL) when dropped.
 struct ServerProcess {
-    child: Child,
+    child: ChildGuard,
     url: String,
 }
 
@@ -75,7 +78,7 @@ impl ServerProcess {
             .unwrap_or_else(|e| panic!("server not serving within {DEADLINE:?}: {e}"));
         let addr: SocketAddr = addr.parse().expect("address in serving line");
         Self {
-            child,
+            child: ChildGuard(child),
             url: format!("http://{addr}"),
         }
     }
@@ -97,16 +100,8 @@ impl ServerProcess {
         }
     }
 
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        self.child.kill();
     }
 }
 

@@ -1,50 +1,19 @@
 //! The gRPC API end to end: a real server on loopback, the real client.
 
+mod support;
+
 use std::time::Duration;
 
 use futures::StreamExt;
+use support::{http_get, start, start_with};
 use tonic::Code;
 use tonic_types::StatusExt;
-use wharf_client::{Client, SubscriptionItem};
+use wharf_client::SubscriptionItem;
 use wharf_core::{
     AppendOutcome, Config, Durability, Error, ExpectedVersion, LogFilter, NewEvent, Position,
     ReadDirection, StorageConfig, StreamName, StreamStart, Timestamp,
 };
 use wharf_proto::v1::{self, streams_client::StreamsClient};
-use wharf_server::Server;
-
-struct Running {
-    server: Server,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_with(limits: wharf_core::Limits) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        storage: StorageConfig::Embedded {
-            path: dir.path().join("data"),
-            durability: Durability::Relaxed,
-        },
-        limits,
-        ..Config::default()
-    };
-    config.server.grpc_listen = "127.0.0.1:0".parse().unwrap();
-    config.server.http_listen = "127.0.0.1:0".parse().unwrap();
-    let server = Server::start(&config).await.expect("server starts");
-    let client = Client::connect(&format!("http://{}", server.grpc_addr()))
-        .await
-        .expect("client connects");
-    Running {
-        server,
-        client,
-        _dir: dir,
-    }
-}
-
-async fn start() -> Running {
-    start_with(wharf_core::Limits::default()).await
-}
 
 fn name(s: &str) -> StreamName {
     s.parse().unwrap()
@@ -395,23 +364,6 @@ async fn admin_api_serves_health_readiness_and_metrics() {
     assert!(body.contains("wharf_log_head_position"), "{body}");
     assert!(body.contains("wharf_events_appended_total"), "{body}");
     r.server.shutdown().await;
-}
-
-/// A minimal HTTP/1.0 GET, enough for the admin endpoints.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 async fn next(sub: &mut wharf_client::BoxStream<SubscriptionItem>) -> SubscriptionItem {

@@ -7,23 +7,18 @@
 mod admin;
 #[path = "queues/bad_input.rs"]
 mod bad_input;
+mod support;
 
 use std::time::{Duration, Instant};
 
+use support::{Running, start};
 use wharf_client::Client;
 use wharf_core::queue::{LAST_ERROR, ORIGINAL_STREAM_NAME};
 use wharf_core::{
-    Config, DequeueOptions, Durability, Error, Limits, NewMessage, QueueCreated, QueueName,
-    QueueSettings, QueueStats, Receipt, StorageConfig,
+    DequeueOptions, Error, Limits, NewMessage, QueueCreated, QueueName, QueueSettings, QueueStats,
+    Receipt,
 };
 use wharf_proto::v1::queues_client::QueuesClient;
-use wharf_server::Server;
-
-struct Running {
-    server: Server,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
 
 impl Running {
     fn url(&self) -> String {
@@ -43,33 +38,6 @@ impl Running {
             ..stats
         }
     }
-}
-
-async fn start_with(limits: Limits) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        storage: StorageConfig::Embedded {
-            path: dir.path().join("data"),
-            durability: Durability::Relaxed,
-        },
-        limits,
-        ..Config::default()
-    };
-    config.server.grpc_listen = "127.0.0.1:0".parse().unwrap();
-    config.server.http_listen = "127.0.0.1:0".parse().unwrap();
-    let server = Server::start(&config).await.expect("server starts");
-    let client = Client::connect(&format!("http://{}", server.grpc_addr()))
-        .await
-        .expect("client connects");
-    Running {
-        server,
-        client,
-        _dir: dir,
-    }
-}
-
-async fn start() -> Running {
-    start_with(Limits::default()).await
 }
 
 fn q(name: &str) -> QueueName {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use wharf_core::NewMessage;
 
 use super::{q, start, take};
+use crate::support::http_get;
 
 #[tokio::test]
 async fn admin_api_and_metrics_show_the_queues() {
@@ -102,21 +103,4 @@ async fn admin_api_and_metrics_show_the_queues() {
         "a deleted queue leaves no series:\n{metrics}"
     );
     r.server.shutdown().await;
-}
-
-/// A minimal HTTP/1.0 GET, enough for the admin endpoints.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
