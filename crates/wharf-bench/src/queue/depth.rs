@@ -35,7 +35,7 @@ const VISIBILITY: Duration = Duration::from_secs(300);
 /// Measures both depths, their ratio, and closes the engines.
 pub fn measure(h: &mut Harness<'_>, config: &BenchConfig) -> anyhow::Result<()> {
     let (deep_depth, deep_name) = config.pick((1_000_000, "1m"), (100_000, "100k"));
-    let messages_per_run = config.pick(10_000, 1_000);
+    let messages_per_run = config.pick(10_000, 2_000);
     let payload = Bytes::from(random_bytes(0xDE97, MESSAGE_BYTES));
     let queue = QueueName::new("depth")?;
 

@@ -46,6 +46,8 @@ async fn connect() -> anyhow::Result<(async_nats::Client, Context)> {
 }
 
 impl JetStream {
+    /// Connects; whether JetStream answers shows at the first [`Peer::reset`], because
+    /// async-nats 0.51 cannot parse the account-info reply of a 2.9 server.
     pub async fn connect() -> anyhow::Result<Self> {
         let (_, js) = connect().await?;
         Ok(Self { js })

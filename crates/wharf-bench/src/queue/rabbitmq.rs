@@ -38,8 +38,7 @@ const PERSISTENT: u8 = 2;
 
 #[derive(Clone)]
 pub struct RabbitMq {
-    /// Keeps the connection of `control` open.
-    _connection: Arc<Connection>,
+    connection: Arc<Connection>,
     control: Channel,
 }
 
@@ -57,7 +56,7 @@ impl RabbitMq {
             .await
             .context("opening a RabbitMQ channel")?;
         Ok(Self {
-            _connection: Arc::new(connection),
+            connection: Arc::new(connection),
             control,
         })
     }
@@ -84,7 +83,7 @@ impl Peer for RabbitMq {
 
     async fn producers(&self, n: usize) -> anyhow::Result<Vec<RabbitMqProducer>> {
         let channel = self
-            ._connection
+            .connection
             .create_channel()
             .await
             .context("opening a RabbitMQ channel")?;
