@@ -971,7 +971,7 @@ impl Queues {
     }
 
     fn list(&mut self, conn: &Connection, now: i64) -> Step<Vec<QueueInfo>> {
-        self.sweep(conn, now)?;
+        self.promote_all(conn, now)?;
         let mut out: Vec<QueueInfo> = self
             .by_name
             .values()
@@ -1073,8 +1073,8 @@ impl Queues {
         Ok(())
     }
 
-    /// Promotes every queue and forgets expired dedup ids.
-    fn sweep(&mut self, conn: &Connection, now: i64) -> Step<()> {
+    /// Promotes every queue whose next deadline has passed.
+    fn promote_all(&mut self, conn: &Connection, now: i64) -> Step<()> {
         let due: Vec<QueueName> = self
             .by_name
             .values()
@@ -1084,6 +1084,12 @@ impl Queues {
         for queue in due {
             self.promote(conn, &queue, now)?;
         }
+        Ok(())
+    }
+
+    /// The timer's work: promotes every queue and forgets expired dedup ids.
+    fn sweep(&mut self, conn: &Connection, now: i64) -> Step<()> {
+        self.promote_all(conn, now)?;
         conn.prepare_cached("DELETE FROM dedup WHERE expires_at <= ?1")?
             .execute([now])?;
         Ok(())
