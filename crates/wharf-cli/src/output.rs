@@ -200,6 +200,7 @@ mod tests {
             stream_version: 2,
             position: Position(9),
             created_at: Timestamp::from_micros(1_763_719_200_000_001),
+            external: None,
         }
     }
 
@@ -248,6 +249,7 @@ mod tests {
             content_type: "text/plain".into(),
             delivery_attempt: 2,
             enqueued_at: Timestamp::from_micros(1_763_719_200_000_001),
+            external: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Limits, QueuesConfig};
+use crate::{Limits, PayloadOffloadConfig, QueuesConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -22,6 +22,8 @@ pub struct Config {
     pub queues: QueuesConfig,
     /// Request bounds.
     pub limits: Limits,
+    /// Offloading of large payloads to an external store.
+    pub payload_offload: PayloadOffloadConfig,
 }
 
 impl Config {

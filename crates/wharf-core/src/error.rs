@@ -4,6 +4,7 @@
 //! keeping the message; the wire (gRPC status, HTTP JSON, CLI exit code) is
 //! mapped from these variants in one place at each edge.
 
+use crate::payload::{PayloadFailure, PayloadRetrievalFailedDetails};
 use crate::{NameError, QueueName, StreamName};
 
 /// A stream's current version as reported in a conflict: `None` when the
@@ -70,6 +71,22 @@ pub enum Error {
         /// What happened to the lease.
         reason: String,
     },
+    /// An offloaded payload's bytes do not match its reference (hash or
+    /// size); the object is corrupt or truncated.
+    #[error("payload {} failed its integrity check: {}", details.uri, details.error)]
+    IntegrityFailed {
+        /// The reference and what did not match.
+        details: Box<PayloadRetrievalFailedDetails>,
+    },
+    /// An offloaded payload could not be retrieved (missing, access denied,
+    /// timeout after retries).
+    #[error("payload {} could not be retrieved ({}): {}", details.uri, failure.as_str(), details.error)]
+    PayloadRetrievalFailed {
+        /// Which kind of failure.
+        failure: PayloadFailure,
+        /// The reference and the store's error.
+        details: Box<PayloadRetrievalFailedDetails>,
+    },
     /// The storage cannot serve the request now; retrying later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -93,6 +110,28 @@ impl Error {
         Self::InvalidName {
             kind: "stream",
             rule,
+        }
+    }
+
+    /// The details of a payload that could not be retrieved, when this is
+    /// such an error.
+    pub fn payload_details(&self) -> Option<(PayloadFailure, &PayloadRetrievalFailedDetails)> {
+        match self {
+            Self::IntegrityFailed { details } => Some((PayloadFailure::IntegrityFailed, details)),
+            Self::PayloadRetrievalFailed { failure, details } => Some((*failure, details)),
+            _ => None,
+        }
+    }
+
+    /// The error for `failure` of a retrieval, with `details`.
+    pub fn payload_retrieval(
+        failure: PayloadFailure,
+        details: PayloadRetrievalFailedDetails,
+    ) -> Self {
+        let details = Box::new(details);
+        match failure {
+            PayloadFailure::IntegrityFailed => Self::IntegrityFailed { details },
+            failure => Self::PayloadRetrievalFailed { failure, details },
         }
     }
 

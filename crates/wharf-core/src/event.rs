@@ -7,7 +7,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::{StreamName, Timestamp};
+use crate::{PayloadReference, StreamName, Timestamp};
 
 /// A place in the global log. Positions start at 0 and strictly increase in
 /// commit order across all streams.
@@ -88,6 +88,9 @@ pub struct NewEvent {
     pub metadata: BTreeMap<String, String>,
     /// MIME type of `data`, e.g. `application/json`.
     pub content_type: String,
+    /// Set by the engine when `data` was offloaded to the payload store:
+    /// `data` is then empty and this names the stored bytes.
+    pub external: Option<PayloadReference>,
 }
 
 impl NewEvent {
@@ -100,6 +103,7 @@ impl NewEvent {
             data: data.into(),
             metadata: BTreeMap::new(),
             content_type: "application/octet-stream".to_owned(),
+            external: None,
         }
     }
 
@@ -121,10 +125,11 @@ impl NewEvent {
         self
     }
 
-    /// Bytes this event occupies for the purpose of size limits: data, type,
-    /// content type and metadata.
+    /// Bytes this event occupies for the purpose of size limits: data (or
+    /// its reference's URI), type, content type and metadata.
     pub fn size(&self) -> usize {
         self.data.len()
+            + self.external.as_ref().map_or(0, |r| r.uri.len())
             + self.event_type.len()
             + self.content_type.len()
             + self
@@ -156,6 +161,9 @@ pub struct RecordedEvent {
     pub position: Position,
     /// Server time of the commit; never decreases with position.
     pub created_at: Timestamp,
+    /// Where `data` is stored when it was offloaded. Reads through the engine
+    /// fill `data` from the store and keep this for callers that want it.
+    pub external: Option<PayloadReference>,
 }
 
 /// Where a committed append landed.

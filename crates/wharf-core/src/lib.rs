@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod limits;
 pub mod name;
+pub mod payload;
 pub mod queue;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, Timestamp};
@@ -23,6 +24,10 @@ pub use event::{
 };
 pub use limits::Limits;
 pub use name::{NameError, QueueName, StreamName};
+pub use payload::{
+    ContentHash, PayloadFailure, PayloadOffloadConfig, PayloadReference,
+    PayloadRetrievalFailedDetails, PayloadStorageType,
+};
 pub use queue::{
     Delivery, DequeueOptions, Enqueued, NewMessage, QueueCreated, QueueInfo, QueueSettings,
     QueueStats, QueuesConfig, Receipt,

@@ -14,8 +14,12 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// Most events in one append.
     pub max_batch_events: usize,
-    /// Largest total size of one append, in bytes.
+    /// Largest total size of one append, in bytes, counting offloaded data
+    /// at the size of its reference.
     pub max_batch_bytes: usize,
+    /// Largest `data` of one event or message when payload offloading is on
+    /// (data over the offload threshold goes to the payload store).
+    pub max_payload_bytes: usize,
 }
 
 impl Default for Limits {
@@ -24,6 +28,7 @@ impl Default for Limits {
             max_event_bytes: 1024 * 1024,
             max_batch_events: 10_000,
             max_batch_bytes: 16 * 1024 * 1024,
+            max_payload_bytes: 128 * 1024 * 1024,
         }
     }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{QueueName, Timestamp};
+use crate::{PayloadReference, QueueName, Timestamp};
 
 /// The longest visibility timeout, nack delay, enqueue delay or extension: 12 hours (as SQS).
 pub const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
@@ -124,6 +124,9 @@ pub struct NewMessage {
     /// Makes the enqueue idempotent for [`DEDUP_WINDOW`]: a second enqueue with
     /// the same id in that window returns the first message's id and adds nothing.
     pub dedup_id: Option<String>,
+    /// Set by the engine when `data` was offloaded to the payload store:
+    /// `data` is then empty and this names the stored bytes.
+    pub external: Option<PayloadReference>,
 }
 
 impl NewMessage {
@@ -136,6 +139,7 @@ impl NewMessage {
             content_type: "application/octet-stream".to_owned(),
             delay: Duration::ZERO,
             dedup_id: None,
+            external: None,
         }
     }
 
@@ -167,6 +171,7 @@ impl NewMessage {
     /// content type and metadata.
     pub fn size(&self) -> usize {
         self.data.len()
+            + self.external.as_ref().map_or(0, |r| r.uri.len())
             + self.content_type.len()
             + self
                 .metadata
@@ -280,6 +285,11 @@ pub struct Delivery {
     pub delivery_attempt: u32,
     /// When the message was enqueued.
     pub enqueued_at: Timestamp,
+    /// Where `data` is stored when it was offloaded. Dequeues through the
+    /// engine fill `data` from the store and keep this for callers that want
+    /// it; a dead letter whose payload could not be retrieved has empty
+    /// `data`, this reference, and the failure in its metadata.
+    pub external: Option<PayloadReference>,
 }
 
 /// What a queue holds and has done.

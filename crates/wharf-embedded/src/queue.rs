@@ -29,7 +29,8 @@ use wharf_core::{
 };
 use wharf_storage::receipt::{ReceiptKey, ReceiptParts};
 
-use crate::codec::{decode_metadata, encode_metadata};
+use crate::codec::{decode_metadata, encode_metadata, reference_columns, reference_from_columns};
+use wharf_core::payload::dead_letter_keys;
 
 /// Where a writer sends one answer.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -61,6 +62,13 @@ pub(crate) enum QueueCommand {
         receipt: Receipt,
         redeliver_after: Duration,
         reason: Option<String>,
+        reply: Reply<()>,
+    },
+    Reject {
+        queue: QueueName,
+        receipt: Receipt,
+        reason: String,
+        metadata: BTreeMap<String, String>,
         reply: Reply<()>,
     },
     Extend {
@@ -454,6 +462,17 @@ impl Queues {
                 reply,
                 self.nack(conn, &queue, &receipt, redeliver_after, reason, at)
             ),
+            QueueCommand::Reject {
+                queue,
+                receipt,
+                reason,
+                metadata,
+                reply,
+            } => run!(
+                Done,
+                reply,
+                self.reject(conn, &queue, &receipt, &reason, metadata, at)
+            ),
             QueueCommand::Extend {
                 queue,
                 receipt,
@@ -595,6 +614,7 @@ impl Queues {
                     now.saturating_add(micros(DEDUP_WINDOW))
                 ])?;
             }
+            let (payload_hash, payload_ref) = reference_columns(message.external.as_ref());
             let meta = Meta {
                 message_id,
                 enqueued_at: now,
@@ -615,14 +635,16 @@ impl Queues {
                 meta.visible_at
             ])?;
             conn.prepare_cached(
-                "INSERT INTO message_payloads (seq, content_type, metadata, data) \
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO message_payloads (seq, content_type, metadata, data, payload_hash, \
+                 payload_ref) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 seq as i64,
                 message.content_type,
                 encode_metadata(&message.metadata),
                 message.data.as_ref(),
+                payload_hash,
+                payload_ref,
             ])?;
             any_visible |= meta.visible_at <= now;
             q.place(seq, meta, now);
@@ -671,7 +693,14 @@ impl Queues {
             self.to_wake.push(queue.clone());
         }
         for seq in dead {
-            self.dead_letter(conn, queue, seq, VISIBILITY_TIMEOUT_EXPIRED, now)?;
+            self.dead_letter(
+                conn,
+                queue,
+                seq,
+                VISIBILITY_TIMEOUT_EXPIRED,
+                BTreeMap::new(),
+                now,
+            )?;
         }
         Ok(())
     }
@@ -683,6 +712,7 @@ impl Queues {
         queue: &QueueName,
         seq: u64,
         last_error: &str,
+        extra: BTreeMap<String, String>,
         now: i64,
     ) -> Step<()> {
         let q = self.existing(queue)?;
@@ -697,6 +727,7 @@ impl Queues {
             release_dead_letter(q, from);
         }
         let mut metadata = read_metadata(conn, seq)?;
+        metadata.extend(extra);
         metadata.insert(ORIGINAL_STREAM_NAME.into(), queue.to_string());
         metadata.insert(DELIVERY_ATTEMPTS.into(), meta.attempts.to_string());
         metadata.insert(LAST_ERROR.into(), last_error.to_owned());
@@ -794,17 +825,25 @@ impl Queues {
                  WHERE seq = ?3",
             )?
             .execute(params![attempt, visible_at, seq as i64])?;
-            let (content_type, metadata, data) = conn
+            let (content_type, metadata, data, payload_hash, payload_ref) = conn
                 .prepare_cached(
-                    "SELECT content_type, metadata, data FROM message_payloads WHERE seq = ?1",
+                    "SELECT content_type, metadata, data, payload_hash, payload_ref \
+                     FROM message_payloads WHERE seq = ?1",
                 )?
                 .query_row([seq as i64], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, Vec<u8>>(1)?,
                         r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                        r.get::<_, Option<Vec<u8>>>(4)?,
                     ))
                 })?;
+            let external = reference_from_columns(payload_hash, payload_ref).map_err(|what| {
+                QueueFailure::Caller(Error::Storage(format!(
+                    "{what} of queued message {seq} is corrupt"
+                )))
+            })?;
             out.push(Delivery {
                 message_id,
                 receipt: key.issue(
@@ -820,6 +859,7 @@ impl Queues {
                 content_type,
                 delivery_attempt: attempt,
                 enqueued_at: Timestamp::from_micros(enqueued_at),
+                external,
             });
         }
         if !out.is_empty() {
@@ -910,7 +950,7 @@ impl Queues {
             && meta.attempts >= q.settings.max_delivery_attempts;
         if last {
             let reason = reason.unwrap_or_else(|| NACKED_WITHOUT_REASON.to_owned());
-            return self.dead_letter(conn, queue, seq, &reason, now);
+            return self.dead_letter(conn, queue, seq, &reason, BTreeMap::new(), now);
         }
         let visible_at = now.saturating_add(micros(redeliver_after));
         q.unplace(seq, &meta);
@@ -926,6 +966,38 @@ impl Queues {
         if visible_at <= now {
             self.to_wake.push(queue.clone());
         }
+        set_visibility(conn, seq, visible_at, false)?;
+        Ok(())
+    }
+
+    fn reject(
+        &mut self,
+        conn: &Connection,
+        queue: &QueueName,
+        receipt: &Receipt,
+        reason: &str,
+        metadata: BTreeMap<String, String>,
+        now: i64,
+    ) -> Step<()> {
+        self.promote(conn, queue, now)?;
+        let (seq, meta) = self.leased_message(queue, receipt)?;
+        let q = self.existing(queue)?;
+        q.counters.nacks += 1;
+        q.counters_dirty = true;
+        if q.settings.dead_letter_target(&q.name).is_some() {
+            return self.dead_letter(conn, queue, seq, reason, metadata, now);
+        }
+        let visible_at = now.saturating_add(micros(q.settings.visibility_timeout));
+        q.unplace(seq, &meta);
+        q.place(
+            seq,
+            Meta {
+                visible_at,
+                leased: false,
+                ..meta
+            },
+            now,
+        );
         set_visibility(conn, seq, visible_at, false)?;
         Ok(())
     }
@@ -1025,6 +1097,11 @@ impl Queues {
                 DELIVERY_ATTEMPTS,
                 LAST_ERROR,
                 DEAD_LETTERED_AT,
+                dead_letter_keys::STORAGE_TYPE,
+                dead_letter_keys::URI,
+                dead_letter_keys::CONTENT_HASH,
+                dead_letter_keys::ORIGINAL_SIZE,
+                dead_letter_keys::ERROR,
             ] {
                 metadata.remove(key);
             }

@@ -10,12 +10,12 @@ use wharf_core::{
     StreamStart, Timestamp,
 };
 
-use crate::codec::decode_metadata;
+use crate::codec::{decode_metadata, reference_from_columns};
 use crate::schema;
 
 /// Columns every event query selects, in [`event_from_row`]'s order.
 const EVENT_COLUMNS: &str = "e.position, s.name, e.version, e.event_id, e.event_type, \
-     e.content_type, e.created_at, e.metadata, e.data";
+     e.content_type, e.created_at, e.metadata, e.data, e.payload_hash, e.payload_ref";
 
 pub(crate) struct Readers {
     path: PathBuf,
@@ -82,6 +82,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
     let id: [u8; 16] = row.get(3)?;
     let metadata: Vec<u8> = row.get(7)?;
     let data: Vec<u8> = row.get(8)?;
+    let external = reference_from_columns(row.get(9)?, row.get(10)?).map_err(corrupt)?;
     Ok(RecordedEvent {
         id: Uuid::from_bytes(id),
         stream: StreamName::new(name).map_err(|_| corrupt("stream name"))?,
@@ -92,7 +93,18 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
         stream_version: row.get::<_, i64>(2)? as u64,
         position: Position(position as u64),
         created_at: Timestamp::from_micros(row.get(6)?),
+        external,
     })
+}
+
+/// Whether a committed event or a queued message references `hash`.
+pub(crate) fn is_referenced(conn: &Connection, hash: &[u8]) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE payload_hash = ?1) \
+         OR EXISTS (SELECT 1 FROM message_payloads WHERE payload_hash = ?1)",
+    )
+    .and_then(|mut s| s.query_row([hash], |r| r.get(0)))
+    .map_err(storage)
 }
 
 pub(crate) fn stream_id(conn: &Connection, stream: &StreamName) -> Result<Option<i64>> {
@@ -136,9 +148,15 @@ pub(crate) fn read_stream(
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
-    stmt.query_map(rusqlite::params![id, from, limit], event_from_row)
+    let events: Vec<RecordedEvent> = stmt
+        .query_map(rusqlite::params![id, from, limit], event_from_row)
         .and_then(|rows| rows.collect())
-        .map_err(storage)
+        .map_err(storage)?;
+    // A deleted stream keeps its row (and id) but has no events.
+    if events.is_empty() && stream_version(conn, stream)?.is_none() {
+        return Err(Error::StreamNotFound(stream.clone()));
+    }
+    Ok(events)
 }
 
 /// Reads matching events with `from <= position < head`.

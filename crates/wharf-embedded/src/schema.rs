@@ -7,7 +7,7 @@ use wharf_core::Durability;
 const PAGE_SIZE: i64 = 16 * 1024;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE streams (
@@ -84,6 +84,23 @@ CREATE TABLE dedup (
 CREATE INDEX dedup_by_expiry ON dedup (expires_at);
 ";
 
+/// Version 3: offloaded payloads. An event or message whose data went to
+/// the payload store keeps empty `data`, the reference's hash in
+/// `payload_hash` and the rest of it in `payload_ref`. The columns come after
+/// `data`, but a NULL costs no overflow-page walk: SQLite reads it from the
+/// record header. The partial indexes hold only offloaded rows, so inline
+/// appends pay nothing; they answer the reaper's "is this hash still
+/// referenced?".
+const SCHEMA_V3: &str = "
+ALTER TABLE events ADD COLUMN payload_hash BLOB;
+ALTER TABLE events ADD COLUMN payload_ref BLOB;
+CREATE INDEX events_by_payload ON events (payload_hash) WHERE payload_hash IS NOT NULL;
+ALTER TABLE message_payloads ADD COLUMN payload_hash BLOB;
+ALTER TABLE message_payloads ADD COLUMN payload_ref BLOB;
+CREATE INDEX messages_by_payload ON message_payloads (payload_hash)
+    WHERE payload_hash IS NOT NULL;
+";
+
 /// Sets the connection options every connection shares.
 pub(crate) fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     // Takes effect only when the database is created. SQLite writes each WAL
@@ -122,7 +139,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), String> {
     }
     if version < SCHEMA_VERSION {
         let tx = conn.transaction().map_err(|e| e.to_string())?;
-        for (to, script) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+        for (to, script) in [(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)] {
             if version < to {
                 tx.execute_batch(script)
                     .map_err(|e| format!("migrating to schema version {to}: {e}"))?;

@@ -9,18 +9,21 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 use wharf_core::{
-    AppendOutcome, Clock, Delivery, DequeueOptions, Durability, Enqueued, Error, LogFilter,
-    NewEvent, NewMessage, Position, QueueCreated, QueueInfo, QueueName, QueueSettings, QueueStats,
-    ReadDirection, Receipt, RecordedEvent, Result, StreamName, StreamStart, Timestamp,
+    AppendOutcome, Clock, ContentHash, Delivery, DequeueOptions, Durability, Enqueued, Error,
+    ExpectedVersion, LogFilter, NewEvent, NewMessage, Position, QueueCreated, QueueInfo, QueueName,
+    QueueSettings, QueueStats, ReadDirection, Receipt, RecordedEvent, Result, StreamName,
+    StreamStart, Timestamp,
 };
-use wharf_storage::{AppendRequest, EventLog, QueueStore, ReadAllPage};
+use wharf_storage::{
+    AppendRequest, EventLog, LocalPayloadLocks, PayloadGuard, PayloadRefs, QueueStore, ReadAllPage,
+};
 
 use crate::checkpoint;
 use crate::data_dir::{self, DirLock};
 use crate::queue::{QueueCommand, Queues, Reply, Wakers};
 use crate::reader::{self, Readers};
 use crate::schema;
-use crate::writer::{AppendJob, Job, Writer};
+use crate::writer::{AppendJob, DeleteJob, Job, Writer};
 
 /// Appends that may wait for the writer before callers feel backpressure.
 const QUEUE_DEPTH: usize = 4096;
@@ -38,6 +41,7 @@ pub struct EmbeddedStore {
     readers: Arc<Readers>,
     wakers: Arc<Wakers>,
     clock: Arc<dyn Clock>,
+    payload_locks: LocalPayloadLocks,
     path: PathBuf,
     _lock: DirLock,
 }
@@ -101,6 +105,7 @@ impl EmbeddedStore {
             readers: Arc::new(Readers::new(path.clone(), durability)),
             wakers,
             clock,
+            payload_locks: LocalPayloadLocks::default(),
             path,
             _lock: lock,
         })
@@ -256,6 +261,21 @@ impl EventLog for EmbeddedStore {
         Ok(ReadAllPage { events, next })
     }
 
+    async fn delete_stream(&self, stream: &StreamName, expected: ExpectedVersion) -> Result<u64> {
+        let jobs = self.sender()?;
+        let (reply, answer) = oneshot::channel();
+        jobs.send(Job::DeleteStream(DeleteJob {
+            stream: stream.clone(),
+            expected,
+            reply,
+        }))
+        .await
+        .map_err(|_| Error::Unavailable("the event log is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+    }
+
     async fn stream_version(&self, stream: &StreamName) -> Result<Option<u64>> {
         let stream = stream.clone();
         self.read(move |c| reader::stream_version(c, &stream)).await
@@ -371,6 +391,24 @@ impl QueueStore for EmbeddedStore {
         .await
     }
 
+    async fn reject(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        reason: String,
+        metadata: std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let (queue, receipt) = (queue.clone(), receipt.clone());
+        self.queue(|reply| QueueCommand::Reject {
+            queue,
+            receipt,
+            reason,
+            metadata,
+            reply,
+        })
+        .await
+    }
+
     async fn extend(&self, queue: &QueueName, receipt: &Receipt, timeout: Duration) -> Result<()> {
         let (queue, receipt) = (queue.clone(), receipt.clone());
         self.queue(|reply| QueueCommand::Extend {
@@ -408,6 +446,25 @@ impl QueueStore for EmbeddedStore {
         let queue = queue.clone();
         self.queue(|reply| QueueCommand::Delete { queue, reply })
             .await
+    }
+}
+
+/// References live in the `payload_hash` columns of `events` and
+/// `message_payloads`; the locks are process-local because the data
+/// directory is locked to this process.
+#[async_trait]
+impl PayloadRefs for EmbeddedStore {
+    async fn is_referenced(&self, hash: &ContentHash) -> Result<bool> {
+        let hash = *hash;
+        self.read(move |c| reader::is_referenced(c, &hash.0)).await
+    }
+
+    async fn pin(&self, hash: &ContentHash) -> Result<PayloadGuard> {
+        Ok(self.payload_locks.pin(hash).await)
+    }
+
+    async fn try_reap(&self, hash: &ContentHash) -> Result<Option<PayloadGuard>> {
+        Ok(self.payload_locks.try_reap(hash))
     }
 }
 

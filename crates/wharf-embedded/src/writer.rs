@@ -7,11 +7,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
 use wharf_core::{
     AppendOutcome, AppendResult, Clock, Error, ExpectedVersion, NewEvent, Position, Result,
-    Timestamp,
+    StreamName, Timestamp,
 };
 use wharf_storage::AppendRequest;
 
-use crate::codec::encode_metadata;
+use crate::codec::{encode_metadata, reference_columns};
 use crate::queue::{Answer, QueueCommand, Queues};
 
 /// Most appends one transaction carries; bounds the latency a large group
@@ -26,7 +26,15 @@ const STREAM_CACHE: usize = 100_000;
 /// A request to the writer, with where to send the answer.
 pub(crate) enum Job {
     Append(AppendJob),
+    DeleteStream(DeleteJob),
     Queue(QueueCommand),
+}
+
+/// A stream deletion, with where to send the answer.
+pub(crate) struct DeleteJob {
+    pub(crate) stream: StreamName,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) reply: oneshot::Sender<Result<u64>>,
 }
 
 /// An append, with where to send the answer.
@@ -40,6 +48,7 @@ impl Job {
     fn bytes(&self) -> usize {
         match self {
             Self::Append(job) => job.bytes,
+            Self::DeleteStream(_) => 0,
             Self::Queue(command) => command.bytes(),
         }
     }
@@ -51,6 +60,7 @@ enum Pending {
         oneshot::Sender<Result<AppendOutcome>>,
         Result<AppendOutcome>,
     ),
+    Delete(oneshot::Sender<Result<u64>>, Result<u64>),
     Queue(Answer),
 }
 
@@ -58,6 +68,7 @@ impl Pending {
     fn send(self) {
         match self {
             Self::Append(reply, result) => drop(reply.send(result)),
+            Self::Delete(reply, result) => drop(reply.send(result)),
             Self::Queue(answer) => answer.send(),
         }
     }
@@ -65,6 +76,7 @@ impl Pending {
     fn fail(self, error: Error) {
         match self {
             Self::Append(reply, _) => drop(reply.send(Err(error))),
+            Self::Delete(reply, _) => drop(reply.send(Err(error))),
             Self::Queue(answer) => answer.fail(error),
         }
     }
@@ -236,6 +248,21 @@ impl Writer {
                     }
                     continue;
                 }
+                Job::DeleteStream(job) => {
+                    let result = match delete_stream(&tx, &self.streams, staged, &job) {
+                        Ok(deleted) => Ok(deleted),
+                        Err(Failure::Job(e)) => Err(e),
+                        Err(Failure::Sqlite(e)) => {
+                            pending.push(Pending::Delete(
+                                job.reply,
+                                Err(Error::Storage(String::new())),
+                            ));
+                            return Err(e);
+                        }
+                    };
+                    pending.push(Pending::Delete(job.reply, result));
+                    continue;
+                }
                 Job::Append(job) => job,
             };
             run("SAVEPOINT job")?;
@@ -353,8 +380,8 @@ fn apply(
     let first_position = staged.next_position;
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (position, stream_id, version, event_id, event_type, \
-         content_type, created_at, first, metadata, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         content_type, created_at, first, metadata, data, payload_hash, payload_ref) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for (i, event) in request.events.iter().enumerate() {
         let i = i as u64;
@@ -401,6 +428,7 @@ fn insert_event(
     event: &NewEvent,
     now: Timestamp,
 ) -> Result<(), Failure> {
+    let (payload_hash, payload_ref) = reference_columns(event.external.as_ref());
     let inserted = insert.execute(params![
         position as i64,
         stream_id,
@@ -412,6 +440,8 @@ fn insert_event(
         first,
         encode_metadata(&event.metadata),
         event.data.as_ref(),
+        payload_hash,
+        payload_ref,
     ]);
     match inserted {
         Ok(_) => Ok(()),
@@ -422,6 +452,43 @@ fn insert_event(
         }
         Err(e) => Err(Failure::Sqlite(e)),
     }
+}
+
+/// Deletes the events of a stream, leaving the stream row (its id) for reuse.
+fn delete_stream(
+    conn: &Connection,
+    cache: &HashMap<String, StreamState>,
+    staged: &mut Staged,
+    job: &DeleteJob,
+) -> Result<u64, Failure> {
+    let name = job.stream.as_str();
+    let state = lookup(conn, cache, staged, &HashMap::new(), name)?;
+    let Some(StreamState {
+        id,
+        last: Some(last),
+    }) = state
+    else {
+        return Err(Failure::Job(Error::StreamNotFound(job.stream.clone())));
+    };
+    let matches = match job.expected {
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+        ExpectedVersion::NoStream => false,
+        ExpectedVersion::Exact(n) => n == last,
+    };
+    if !matches {
+        return Err(Failure::Job(Error::WrongExpectedVersion {
+            stream: job.stream.clone(),
+            expected: job.expected.to_string(),
+            actual: Some(last),
+        }));
+    }
+    let deleted = conn
+        .prepare_cached("DELETE FROM events WHERE stream_id = ?1")?
+        .execute([id])?;
+    staged
+        .streams
+        .insert(name.to_owned(), StreamState { id, last: None });
+    Ok(deleted as u64)
 }
 
 /// Recognises a retry: the batch's events already sit, by id and in order,

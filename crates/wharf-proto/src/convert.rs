@@ -82,6 +82,7 @@ pub fn new_event(index: usize, e: v1::NewEvent) -> Result<NewEvent, Status> {
         data: e.data,
         metadata: e.metadata,
         content_type: e.content_type,
+        external: None,
     })
 }
 
@@ -116,6 +117,7 @@ pub fn recorded_event(e: v1::RecordedEvent) -> Result<RecordedEvent, Status> {
         stream_version: e.stream_version,
         position: Position(e.position),
         created_at: Timestamp::from_micros(e.created_at_micros),
+        external: None,
     })
 }
 
@@ -233,6 +235,7 @@ impl From<v1::NewMessage> for NewMessage {
             content_type: m.content_type,
             delay: duration(m.delay_micros),
             dedup_id: m.dedup_id,
+            external: None,
         }
     }
 }
@@ -284,6 +287,7 @@ pub fn delivery(d: v1::Delivery) -> Result<Delivery, Status> {
         content_type: d.content_type,
         delivery_attempt: d.delivery_attempt,
         enqueued_at: Timestamp::from_micros(d.enqueued_at_micros),
+        external: None,
     })
 }
 
@@ -405,6 +409,7 @@ mod tests {
             content_type: "text/plain".into(),
             delivery_attempt: 2,
             enqueued_at: Timestamp::from_micros(1_700_000_000_000_000),
+            external: None,
         };
         assert_eq!(delivery(d.clone().into()).unwrap(), d);
     }

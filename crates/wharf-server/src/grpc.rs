@@ -235,7 +235,13 @@ impl Streams for StreamsService {
                 let sent = match item {
                     Ok(SubscriptionItem::Event(first)) => {
                         let mut page = vec![first];
-                        page.extend(subscription.drain_buffered());
+                        match subscription.drain_buffered().await {
+                            Ok(rest) => page.extend(rest),
+                            Err(e) => {
+                                let _ = tx.send(Err(to_status(&e))).await;
+                                return;
+                            }
+                        }
                         send_events(&tx, page).await
                     }
                     Ok(SubscriptionItem::CaughtUp) => tx

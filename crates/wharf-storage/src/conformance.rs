@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use wharf_core::{ManualClock, Timestamp};
 
-use crate::{EventLog, QueueStore};
+use crate::{EventLog, PayloadRefs, QueueStore};
 
 pub mod event_log;
+pub mod payload_refs;
 pub mod queue_model;
 pub mod queue_store;
 
@@ -38,6 +39,18 @@ pub struct TestLog {
 pub struct TestQueues {
     /// The store under test.
     pub queues: Arc<dyn QueueStore>,
+    /// Dropped when the scenario ends.
+    pub guard: Box<dyn Any + Send + Sync>,
+}
+
+/// One backend's event log, queues and payload references, sharing storage.
+pub struct TestPayloadRefs {
+    /// The event log.
+    pub log: Arc<dyn EventLog>,
+    /// The queues.
+    pub queues: Arc<dyn QueueStore>,
+    /// The payload-reference port under test.
+    pub refs: Arc<dyn PayloadRefs>,
     /// Dropped when the scenario ends.
     pub guard: Box<dyn Any + Send + Sync>,
 }
@@ -77,6 +90,10 @@ macro_rules! event_log_conformance {
             concurrent_appends_keep_stream_versions_gapless,
             concurrent_exact_appends_admit_exactly_one_winner,
             close_commits_what_was_accepted_and_refuses_later_appends,
+            deleting_a_stream_removes_its_events_and_the_name_starts_over,
+            deleting_a_stream_checks_its_expectation,
+            deleting_a_missing_stream_is_not_found,
+            offloaded_references_round_trip,
         );
     };
     (@each $make:path; $($scenario:ident),* $(,)?) => {
@@ -86,6 +103,31 @@ macro_rules! event_log_conformance {
                 let clock = $crate::conformance::test_clock();
                 let fixture: $crate::conformance::TestLog = $make(clock.clone()).await;
                 $crate::conformance::event_log::$scenario(&fixture.log, &clock).await;
+                drop(fixture);
+            }
+        )*
+    };
+}
+
+/// Expands into one test per payload-refs scenario, each calling
+/// `$make(clock).await` for a fresh [`TestPayloadRefs`].
+#[macro_export]
+macro_rules! payload_refs_conformance {
+    ($make:path) => {
+        $crate::payload_refs_conformance!(@each $make;
+            an_appended_reference_is_live_until_its_stream_is_deleted,
+            a_queued_reference_is_live_until_acknowledged_or_purged,
+            a_dead_lettered_reference_stays_live,
+            pins_and_reap_locks_exclude_each_other,
+        );
+    };
+    (@each $make:path; $($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                let clock = $crate::conformance::test_clock();
+                let fixture: $crate::conformance::TestPayloadRefs = $make(clock.clone()).await;
+                $crate::conformance::payload_refs::$scenario(&fixture, &clock).await;
                 drop(fixture);
             }
         )*
@@ -146,6 +188,10 @@ macro_rules! queue_store_conformance {
             deleting_a_queue_removes_it_and_its_messages,
             a_receipt_from_before_a_delete_cannot_touch_the_queue_made_again,
             concurrent_consumers_receive_each_message_exactly_once,
+            rejecting_a_delivery_dead_letters_it_at_once_with_the_metadata,
+            rejecting_without_a_dead_letter_target_hides_it_for_the_visibility_timeout,
+            rejecting_with_a_stale_receipt_is_lease_lost,
+            offloaded_references_survive_delivery_dead_lettering_and_redrive,
         );
     };
     (@each $make:path; $($scenario:ident),* $(,)?) => {

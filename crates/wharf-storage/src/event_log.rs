@@ -83,6 +83,15 @@ pub trait EventLog: Send + Sync + 'static {
         limit: usize,
     ) -> Result<ReadAllPage>;
 
+    /// Deletes every event of `stream` if `expected` holds; returns how many.
+    /// The stream then reads as never written: its name may be appended to
+    /// again, starting at version 0, and its events no longer reference
+    /// offloaded payloads. Positions of other events do not change.
+    ///
+    /// # Errors
+    /// `StreamNotFound` when it has no events; `WrongExpectedVersion`.
+    async fn delete_stream(&self, stream: &StreamName, expected: ExpectedVersion) -> Result<u64>;
+
     /// The last version of `stream`, or `None` when it has no events.
     ///
     /// # Errors

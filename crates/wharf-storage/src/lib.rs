@@ -8,10 +8,12 @@
 
 pub mod conformance;
 mod event_log;
+mod payload_refs;
 mod queue_store;
 pub mod receipt;
 mod subscription;
 
 pub use event_log::{AppendRequest, EventLog, ReadAllPage};
+pub use payload_refs::{LocalPayloadLocks, PayloadGuard, PayloadRefs};
 pub use queue_store::QueueStore;
 pub use subscription::{Subscription, SubscriptionItem};

@@ -1,5 +1,6 @@
 //! The queue port.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -100,6 +101,23 @@ pub trait QueueStore: Send + Sync + 'static {
         receipt: &Receipt,
         redeliver_after: Duration,
         reason: Option<String>,
+    ) -> Result<()>;
+
+    /// Moves the message of `receipt` to its queue's dead-letter queue now,
+    /// whatever its attempt count, with `LastError` = `reason` and `metadata`
+    /// added to the dead-letter keys. Without a dead-letter target the
+    /// message is nacked instead, visible again after the queue's visibility
+    /// timeout. The engine uses it for deliveries whose offloaded payload
+    /// cannot be retrieved.
+    ///
+    /// # Errors
+    /// `QueueNotFound`, `LeaseLost`, `InvalidArgument`.
+    async fn reject(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        reason: String,
+        metadata: BTreeMap<String, String>,
     ) -> Result<()>;
 
     /// Keeps the message of `receipt` invisible until `now + timeout`.

@@ -20,22 +20,33 @@
 //! ```
 #![warn(missing_docs)]
 
+mod payloads;
 mod queues;
+mod reaper;
 mod validate;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+pub use payloads::{EVENT_ID, EVENT_POSITION, EVENT_TYPE, Subscription};
+pub use reaper::CleanupReport;
 pub use wharf_core::{
     AppendOutcome, AppendResult, Clock, Config, Delivery, DequeueOptions, Durability, Enqueued,
     Error, ExpectedVersion, Limits, LogFilter, NewEvent, NewMessage, Position, QueueCreated,
     QueueInfo, QueueName, QueueSettings, QueueStats, ReadDirection, Receipt, RecordedEvent, Result,
     StorageConfig, StreamName, StreamStart, SystemClock, Timestamp,
 };
-use wharf_embedded::EmbeddedStore;
-pub use wharf_storage::{
-    AppendRequest, EventLog, QueueStore, ReadAllPage, Subscription, SubscriptionItem,
+pub use wharf_core::{
+    ContentHash, PayloadFailure, PayloadOffloadConfig, PayloadReference,
+    PayloadRetrievalFailedDetails, PayloadStorageType,
 };
+use wharf_embedded::EmbeddedStore;
+pub use wharf_payload::{PayloadStore, PayloadStoreStats};
+pub use wharf_storage::{
+    AppendRequest, EventLog, PayloadRefs, QueueStore, ReadAllPage, SubscriptionItem,
+};
+
+use crate::payloads::Offload;
 
 /// An open Wharf: the engine every interface (embedded, gRPC, CLI) calls.
 ///
@@ -44,8 +55,11 @@ pub use wharf_storage::{
 pub struct Wharf {
     log: Arc<dyn EventLog>,
     queues: Arc<dyn QueueStore>,
+    offload: Option<Arc<Offload>>,
+    clock: Arc<dyn Clock>,
     queue_defaults: Arc<QueueSettings>,
     limits: Limits,
+    reaper: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Wharf {
@@ -62,27 +76,65 @@ impl Wharf {
     /// # Errors
     /// Why the storage could not be opened, naming the path.
     pub async fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Self> {
-        match &config.storage {
-            StorageConfig::Embedded { path, durability } => {
-                let (path, durability) = (path.clone(), *durability);
-                let defaults = config.queues.defaults.clone();
-                defaults.validate()?;
-                let runtime = tokio::runtime::Handle::current();
-                let store = tokio::task::spawn_blocking(move || {
-                    let _entered = runtime.enter();
-                    EmbeddedStore::open_with(&path, durability, defaults, clock)
-                })
-                .await
-                .map_err(|e| Error::Storage(format!("opening storage failed: {e}")))??;
-                let store = Arc::new(store);
-                Ok(Self {
-                    log: store.clone(),
-                    queues: store,
-                    queue_defaults: Arc::new(config.queues.defaults.clone()),
-                    limits: config.limits,
-                })
-            }
+        config.queues.defaults.validate()?;
+        let offload_config = &config.payload_offload;
+        let store = if offload_config.enabled {
+            validate::offload(offload_config, &config.limits)?;
+            Some(PayloadStore::from_config(offload_config, clock.clone())?)
+        } else {
+            None
+        };
+        let (log, queues, refs): (Arc<dyn EventLog>, Arc<dyn QueueStore>, Arc<dyn PayloadRefs>) =
+            match &config.storage {
+                StorageConfig::Embedded { path, durability } => {
+                    let (path, durability) = (path.clone(), *durability);
+                    let defaults = config.queues.defaults.clone();
+                    let runtime = tokio::runtime::Handle::current();
+                    let clock = clock.clone();
+                    let store = tokio::task::spawn_blocking(move || {
+                        let _entered = runtime.enter();
+                        EmbeddedStore::open_with(&path, durability, defaults, clock)
+                    })
+                    .await
+                    .map_err(|e| Error::Storage(format!("opening storage failed: {e}")))??;
+                    let store = Arc::new(store);
+                    (store.clone(), store.clone(), store)
+                }
+            };
+        let offload = store.map(|store| {
+            Arc::new(Offload {
+                store,
+                refs,
+                threshold: Some(offload_config.threshold_bytes),
+            })
+        });
+        let wharf = Self {
+            log,
+            queues,
+            offload,
+            clock: clock.clone(),
+            queue_defaults: Arc::new(config.queues.defaults.clone()),
+            limits: config.limits,
+            reaper: Arc::default(),
+        };
+        if wharf.offload.is_some() && offload_config.reaper_interval_hours > 0 {
+            let interval =
+                Duration::from_secs(u64::from(offload_config.reaper_interval_hours) * 3600);
+            let ttl = Duration::from_secs(u64::from(offload_config.ttl_days) * 86_400);
+            let task = tokio::spawn(reaper::run(wharf.clone(), clock, interval, ttl));
+            *wharf.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         }
+        Ok(wharf)
+    }
+
+    /// The payload store, when payload offloading is configured.
+    pub fn payload_store(&self) -> Option<&PayloadStore> {
+        self.offload.as_ref().map(|o| &o.store)
+    }
+
+    /// The clock the engine runs on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The limits requests are checked against.
@@ -117,9 +169,13 @@ impl Wharf {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome> {
-        validate::batch(&events, &self.limits)?;
+        let mut events = events;
+        validate::batch(&events, &self.limits, self.offload_threshold())?;
         let count = events.len() as u64;
         let started = Instant::now();
+        let _pins = self
+            .offload_all(events.iter_mut().map(|e| (&mut e.data, &mut e.external)))
+            .await?;
         let outcome = self
             .log
             .append(AppendRequest {
@@ -155,7 +211,26 @@ impl Wharf {
         direction: ReadDirection,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        self.log.read_stream(stream, start, direction, limit).await
+        let mut events = self
+            .log
+            .read_stream(stream, start, direction, limit)
+            .await?;
+        self.resolve_events(&mut events).await?;
+        Ok(events)
+    }
+
+    /// Deletes every event of `stream` if `expected` holds; returns how many.
+    /// The name may be appended to again, starting at version 0. Offloaded
+    /// payloads the events referenced become the reaper's to delete.
+    ///
+    /// # Errors
+    /// [`Error::StreamNotFound`]; [`Error::WrongExpectedVersion`].
+    pub async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+    ) -> Result<u64> {
+        self.log.delete_stream(stream, expected).await
     }
 
     /// Reads up to `limit` events of the log at or after `from` that pass `filter`.
@@ -168,12 +243,17 @@ impl Wharf {
         filter: &LogFilter,
         limit: usize,
     ) -> Result<ReadAllPage> {
-        self.log.read_all(from, filter, limit).await
+        let mut page = self.log.read_all(from, filter, limit).await?;
+        self.resolve_events(&mut page.events).await?;
+        Ok(page)
     }
 
     /// Subscribes to the log from `from`: the backlog, then live events.
     pub fn subscribe(&self, from: Position, filter: LogFilter) -> Subscription {
-        Subscription::new(self.log.clone(), from, filter)
+        Subscription::new(
+            wharf_storage::Subscription::new(self.log.clone(), from, filter),
+            self.clone(),
+        )
     }
 
     /// The last version of `stream`, `None` if it has no events.
@@ -197,8 +277,18 @@ impl Wharf {
         *self.log.watch_head().borrow()
     }
 
-    /// Commits everything already accepted, then releases the storage.
+    /// Stops the reaper, commits everything already accepted, then releases
+    /// the storage.
     pub async fn close(&self) {
+        let reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reaper) = reaper {
+            reaper.abort();
+        }
         self.log.close().await;
+    }
+
+    /// The size over which new data is offloaded, when offloading is on.
+    fn offload_threshold(&self) -> Option<u64> {
+        self.offload.as_ref().and_then(|o| o.threshold)
     }
 }

@@ -46,8 +46,12 @@ impl Wharf {
         queue: &QueueName,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Enqueued>> {
-        validate::messages(&messages, &self.limits)?;
+        let mut messages = messages;
+        validate::messages(&messages, &self.limits, self.offload_threshold())?;
         let count = messages.len() as u64;
+        let _pins = self
+            .offload_all(messages.iter_mut().map(|m| (&mut m.data, &mut m.external)))
+            .await?;
         let enqueued = self.queues.enqueue(queue, messages).await?;
         metrics::counter!("wharf_queue_enqueued_total").increment(count);
         Ok(enqueued)
@@ -65,7 +69,8 @@ impl Wharf {
         options: DequeueOptions,
     ) -> Result<Vec<Delivery>> {
         options.validate()?;
-        self.queues.dequeue(queue, options).await
+        let deliveries = self.queues.dequeue(queue, options).await?;
+        self.resolve_deliveries(queue, deliveries).await
     }
 
     /// Acknowledges one delivery: the message is deleted.

@@ -592,3 +592,114 @@ async fn next(sub: &mut Subscription) -> SubscriptionItem {
         .expect("subscription yields within 5 s")
         .expect("subscription reads")
 }
+
+pub async fn deleting_a_stream_removes_its_events_and_the_name_starts_over(
+    log: &Arc<dyn EventLog>,
+    _clock: &ManualClock,
+) {
+    append_ok(log, "doomed", batch(3, "A")).await;
+    append_ok(log, "kept", batch(2, "B")).await;
+    let deleted = log
+        .delete_stream(&name("doomed"), ExpectedVersion::Any)
+        .await
+        .expect("delete succeeds");
+    assert_eq!(deleted, 3);
+    let err = log
+        .read_stream(
+            &name("doomed"),
+            StreamStart::Edge,
+            ReadDirection::Forwards,
+            10,
+        )
+        .await
+        .expect_err("a deleted stream has no events");
+    assert!(matches!(err, Error::StreamNotFound(_)), "{err:?}");
+    assert_eq!(log.stream_version(&name("doomed")).await.unwrap(), None);
+    let everything = read_everything(log, &LogFilter::default()).await;
+    assert_eq!(
+        everything
+            .iter()
+            .map(|e| e.stream.as_str())
+            .collect::<Vec<_>>(),
+        ["kept", "kept"],
+        "the global log no longer holds the deleted events"
+    );
+    let again = append(log, "doomed", ExpectedVersion::NoStream, batch(1, "C"))
+        .await
+        .expect("the name can be used again");
+    assert_eq!(again.result().first_version, 0);
+    assert!(
+        again.result().first_position > everything[1].position,
+        "positions are never reused"
+    );
+    assert_eq!(read_forwards(log, "kept").await.len(), 2);
+}
+
+pub async fn deleting_a_stream_checks_its_expectation(
+    log: &Arc<dyn EventLog>,
+    _clock: &ManualClock,
+) {
+    append_ok(log, "s", batch(2, "A")).await;
+    let err = log
+        .delete_stream(&name("s"), ExpectedVersion::Exact(0))
+        .await
+        .expect_err("the stream is at version 1");
+    assert!(
+        matches!(
+            err,
+            Error::WrongExpectedVersion {
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        read_forwards(log, "s").await.len(),
+        2,
+        "nothing was deleted"
+    );
+    assert_eq!(
+        log.delete_stream(&name("s"), ExpectedVersion::Exact(1))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+pub async fn deleting_a_missing_stream_is_not_found(log: &Arc<dyn EventLog>, _clock: &ManualClock) {
+    let err = log
+        .delete_stream(&name("never"), ExpectedVersion::Any)
+        .await
+        .expect_err("nothing to delete");
+    assert!(matches!(err, Error::StreamNotFound(_)), "{err:?}");
+    append_ok(log, "once", batch(1, "A")).await;
+    log.delete_stream(&name("once"), ExpectedVersion::Any)
+        .await
+        .unwrap();
+    let err = log
+        .delete_stream(&name("once"), ExpectedVersion::Any)
+        .await
+        .expect_err("already deleted");
+    assert!(matches!(err, Error::StreamNotFound(_)), "{err:?}");
+}
+
+pub async fn offloaded_references_round_trip(log: &Arc<dyn EventLog>, _clock: &ManualClock) {
+    let reference = wharf_core::PayloadReference {
+        storage_type: wharf_core::PayloadStorageType::Filesystem,
+        uri: "file:///var/wharf/payloads/ab.bin".into(),
+        content_hash: wharf_core::ContentHash([0xab; 32]),
+        original_size: 5 << 20,
+        stored_at: wharf_core::Timestamp::from_micros(1_767_225_600_000_123),
+    };
+    let event = NewEvent {
+        external: Some(reference.clone()),
+        ..NewEvent::new("Big", bytes::Bytes::new())
+    };
+    append_ok(log, "big", vec![event, NewEvent::new("Small", "x")]).await;
+    let events = read_forwards(log, "big").await;
+    assert_eq!(events[0].external, Some(reference));
+    assert!(events[0].data.is_empty());
+    assert_eq!(events[1].external, None);
+    assert_eq!(&events[1].data[..], b"x");
+}

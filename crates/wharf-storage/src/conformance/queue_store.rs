@@ -20,12 +20,14 @@ mod delivery;
 mod leases;
 mod lifecycle;
 mod long_poll;
+mod reject;
 
 pub use dead_letters::*;
 pub use delivery::*;
 pub use leases::*;
 pub use lifecycle::*;
 pub use long_poll::*;
+pub use reject::*;
 
 const MICRO: Duration = Duration::from_micros(1);
 
