@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/wharf/v1/streams.proto",
         "proto/wharf/v1/queues.proto",
+        "proto/wharf/v1/payloads.proto",
     ];
     for f in files.iter().chain(&["proto/google/rpc/status.proto"]) {
         println!("cargo:rerun-if-changed={f}");

@@ -59,6 +59,10 @@ pub struct BenchResult {
     pub unit: String,
     pub median: f64,
     pub runs: Vec<f64>,
+    /// What a number alone cannot say, e.g. that the system refused the workload and why
+    /// (the figure is then 0). Absent from the JSON when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One value produced by a single run of a workload.
@@ -187,6 +191,55 @@ impl<'a> Harness<'a> {
         Ok(self.runtime.get_or_init(|| rt))
     }
 
+    /// Records a row whose runs were measured by the suite itself.
+    ///
+    /// For figures that only make sense paired within one run, e.g. a ratio of Wharf to
+    /// the raw machine measured back to back, where [`Harness::measure_many`] (one system
+    /// per call) cannot pair them. `runs` holds one value per run, in run order.
+    pub fn record(
+        &mut self,
+        workload: &str,
+        system: &str,
+        durability: &str,
+        unit: &str,
+        runs: Vec<f64>,
+    ) -> anyhow::Result<()> {
+        ensure!(
+            !runs.is_empty(),
+            "suite `{}`: workload `{workload}` on `{system}` has no runs",
+            self.suite
+        );
+        ensure!(
+            runs.iter().all(|v| v.is_finite()),
+            "suite `{}`: workload `{workload}` on `{system}` has a non-finite value ({runs:?})",
+            self.suite
+        );
+        let median = median(&runs).context("a workload with no runs has no median")?;
+        self.push(vec![BenchResult {
+            suite: self.suite.clone(),
+            workload: workload.to_owned(),
+            system: system.to_owned(),
+            durability: durability.to_owned(),
+            unit: unit.to_owned(),
+            median,
+            runs,
+            note: None,
+        }])
+    }
+
+    /// Attaches `note` to the row of `workload` on `system` measured earlier.
+    pub fn note(&mut self, workload: &str, system: &str, note: &str) -> anyhow::Result<()> {
+        let row = self
+            .results
+            .iter_mut()
+            .find(|r| r.workload == workload && r.system == system)
+            .with_context(|| {
+                format!("no row of workload `{workload}` on `{system}` to attach a note to")
+            })?;
+        row.note = Some(note.to_owned());
+        Ok(())
+    }
+
     pub fn into_results(self) -> Vec<BenchResult> {
         self.results
     }
@@ -239,6 +292,7 @@ fn collect_runs(
                     unit: m.unit.clone(),
                     median: f64::NAN,
                     runs: Vec::with_capacity(runs),
+                    note: None,
                 })
                 .collect();
         }
@@ -480,6 +534,14 @@ impl Report {
         for row in &rows {
             line(row.each_ref().map(String::as_str));
         }
+        let notes: Vec<&BenchResult> = self.results.iter().filter(|r| r.note.is_some()).collect();
+        if !notes.is_empty() {
+            out.push_str("\nnotes:\n");
+            for r in notes {
+                let note = r.note.as_deref().unwrap_or_default();
+                let _ = writeln!(out, "  {} {} ({}): {note}", r.suite, r.workload, r.system);
+            }
+        }
         out
     }
 }
@@ -511,6 +573,7 @@ mod tests {
             unit: "ops/s".into(),
             median: median(&runs).unwrap(),
             runs,
+            note: None,
         }
     }
 
@@ -622,6 +685,40 @@ mod tests {
         assert_eq!(lines[2].find("ops/s"), Some(unit_col));
         assert_eq!(lines[3].find("ops/s"), Some(unit_col));
         assert!(lines[3].ends_with("1234 2345 3456"));
+    }
+
+    #[test]
+    fn recorded_rows_get_their_median_and_notes_show_in_table_and_json() {
+        let config = BenchConfig {
+            runs: 3,
+            quick: true,
+            dir: PathBuf::from("."),
+        };
+        let mut h = Harness::new("test", &config);
+        h.record("ratio", "wharf", "n/a", "%", vec![90.0, 70.0, 80.0])
+            .unwrap();
+        h.record("refused", "peer", "n/a", "MB/s", vec![0.0; 3])
+            .unwrap();
+        h.note("refused", "peer", "refused: too large").unwrap();
+        assert!(h.note("missing", "peer", "x").is_err());
+        assert!(h.record("nan", "m", "n/a", "x", vec![f64::NAN]).is_err());
+        assert!(h.record("empty", "m", "n/a", "x", Vec::new()).is_err());
+        let results = h.into_results();
+        assert_eq!(results[0].median, 80.0);
+        assert_eq!(results[0].note, None);
+
+        let report = Report {
+            machine: machine(),
+            results,
+        };
+        let table = report.to_table();
+        assert!(
+            table.ends_with("\nnotes:\n  test refused (peer): refused: too large\n"),
+            "{table}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+        assert!(doc["results"][0].get("note").is_none());
+        assert_eq!(doc["results"][1]["note"], "refused: too large");
     }
 
     #[test]

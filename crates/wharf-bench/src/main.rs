@@ -7,6 +7,7 @@
 //! with `--json`); progress goes to stderr so that stdout stays machine-readable.
 
 mod harness;
+mod payload;
 mod physical;
 mod queue;
 mod stream;
@@ -29,7 +30,7 @@ const SUITES: &[(&str, Option<SuiteFn>)] = &[
     ("physical", Some(physical::run)),
     ("stream", Some(stream::run)),
     ("queue", Some(queue::run)),
-    ("payload", None),
+    ("payload", Some(payload::run)),
     ("processor", None),
 ];
 

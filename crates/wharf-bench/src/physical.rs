@@ -172,7 +172,7 @@ fn seq_write_fsync(
 /// time reliably, so passes repeat. The buffer is larger than any CPU cache, so this is
 /// the rate for data streaming from memory, as payload bytes would be. sha2 picks
 /// SHA-NI/AVX implementations at runtime when the CPU has them.
-fn sha256_throughput(input: &[u8], duration: Duration) -> f64 {
+pub(crate) fn sha256_throughput(input: &[u8], duration: Duration) -> f64 {
     let mut hashed = 0usize;
     let start = Instant::now();
     let elapsed = loop {
@@ -192,13 +192,13 @@ const MAX_CAS_OBJECTS: usize = 100;
 
 /// Parameters of one content-addressed-write run.
 #[derive(Debug, Clone, Copy)]
-struct CasShape {
+pub(crate) struct CasShape {
     /// Bytes per object.
-    size: usize,
+    pub(crate) size: usize,
     /// Objects written at least.
-    min_objects: usize,
+    pub(crate) min_objects: usize,
     /// Keep writing objects until this much time has been timed.
-    min_time: Duration,
+    pub(crate) min_time: Duration,
 }
 
 /// Content-addressed writes of distinct random objects.
@@ -207,7 +207,11 @@ struct CasShape {
 /// the directory (so the rename itself is durable). This is the floor for a filesystem
 /// payload-offload `put`. Only those steps are timed (generating the random object is
 /// not). Reports mean milliseconds per object and the matching MB/s.
-fn cas_write(dir: &Path, run_no: u64, shape: &CasShape) -> anyhow::Result<Vec<Measurement>> {
+pub(crate) fn cas_write(
+    dir: &Path,
+    run_no: u64,
+    shape: &CasShape,
+) -> anyhow::Result<Vec<Measurement>> {
     let run_dir = dir.join(format!("cas-{run_no}"));
     std::fs::create_dir(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 

@@ -83,6 +83,9 @@ pub enum Command {
     /// Enqueue, dequeue, acknowledge and manage queue messages.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Store, fetch and clean up offloaded payloads (payload_offload at the server).
+    #[command(subcommand, name = "payload-store")]
+    PayloadStore(PayloadStoreCommand),
 }
 
 /// `wharf serve`.
@@ -122,18 +125,31 @@ pub enum StreamCommand {
     Tail(TailArgs),
     /// Find the first position committed at or after a time.
     PositionAt(PositionAtArgs),
+    /// Delete every event of a stream.
+    ///
+    /// The name can be appended to again, starting at version 0. Offloaded payloads that
+    /// only these events referenced are deleted by the next payload cleanup. Prints
+    /// `deleted N events from <stream>`; with --json, {"stream", "deleted"}.
+    Delete(DeleteStreamArgs),
 }
 
-/// A payload to write: exactly one of `--data` or `--data-file`, with its
-/// metadata and content type.
+/// The data of a payload: exactly one of `--data` or `--data-file`.
 #[derive(Debug, Args)]
-pub struct PayloadArgs {
+pub struct DataArgs {
     /// The payload, as text.
     #[arg(long, value_name = "TEXT", conflicts_with = "data_file")]
     pub data: Option<String>,
     /// Read the payload from a file, or from stdin when `-`.
     #[arg(long, value_name = "PATH")]
     pub data_file: Option<PathBuf>,
+}
+
+/// A payload to write: its data, with its metadata and content type.
+#[derive(Debug, Args)]
+pub struct PayloadArgs {
+    /// The data.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Metadata entry; repeat for several.
     #[arg(long, value_name = "KEY=VALUE")]
     pub metadata: Vec<MetadataEntry>,
@@ -177,6 +193,20 @@ pub struct ReadArgs {
     /// Read at most N events; default: all.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
+    /// Show offloaded payloads as their reference (`external`) without fetching them.
+    #[arg(long)]
+    pub payload_references: bool,
+}
+
+/// `wharf stream delete`.
+#[derive(Debug, Args)]
+pub struct DeleteStreamArgs {
+    /// The stream to delete.
+    pub stream: String,
+    /// Only delete if the stream is in this state: any, exists, or the version of its
+    /// last event.
+    #[arg(long, value_name = "any|exists|N", default_value = "any")]
+    pub expected_version: ExpectedVersion,
 }
 
 /// `wharf stream tail`.
@@ -194,6 +224,9 @@ pub struct TailArgs {
     /// Stop after N events.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
+    /// Show offloaded payloads as their reference (`external`) without fetching them.
+    #[arg(long)]
+    pub payload_references: bool,
 }
 
 /// `wharf stream position-at`.
@@ -230,7 +263,10 @@ pub enum QueueCommand {
     /// Prints one line per message: `<receipt> <message_id> <delivery_attempt>
     /// <enqueued_at> <payload>`; nothing when no message is visible. With --json,
     /// {"deliveries": [{"message_id", "receipt", "data" or "data_base64", "metadata",
-    /// "content_type", "delivery_attempt", "enqueued_at"}]}.
+    /// "content_type", "delivery_attempt", "enqueued_at"}]}, plus "external"
+    /// ({"storage_type", "uri", "content_hash", "original_size", "stored_at"}) for an
+    /// offloaded payload. A message whose payload cannot be retrieved is moved to its
+    /// dead-letter queue by the server; dequeued from there it has "external" and no data.
     Dequeue(DequeueArgs),
     /// Acknowledge deliveries: their messages are deleted.
     ///
@@ -339,6 +375,62 @@ pub struct DequeueArgs {
     /// become visible.
     #[arg(long, value_name = "D", value_parser = wait, default_value = "0s")]
     pub wait: Duration,
+    /// Deliver offloaded payloads as their reference (`external`) without fetching
+    /// them; a payload that cannot be retrieved then does not send its message to
+    /// the dead-letter queue.
+    #[arg(long)]
+    pub payload_references: bool,
+}
+
+/// `wharf payload-store …`.
+#[derive(Debug, Subcommand)]
+pub enum PayloadStoreCommand {
+    /// Delete stored payloads older than --older-than that no event or message references.
+    ///
+    /// Shows a progress line on a terminal and prints a summary at the end; with
+    /// --json, {"scanned", "deleted", "bytes_freed", "kept_referenced", "dry_run"}.
+    /// With --dry-run nothing is deleted: the counts say what would be.
+    Cleanup(CleanupArgs),
+    /// Store a payload; prints its reference.
+    ///
+    /// The payload comes from exactly one of --data or --data-file (`-` reads stdin).
+    /// With --json, {"uri", "content_hash", "original_size", "storage_type",
+    /// "stored_at"}. A payload no event references is deleted by a cleanup once it is
+    /// old enough.
+    Put(DataArgs),
+    /// Fetch a stored payload by URI or SHA-256, verified.
+    ///
+    /// Writes the raw bytes to stdout, or to --output. With --json, {"data" or
+    /// "data_base64", "uri", "content_hash", "original_size", "storage_type",
+    /// "stored_at"} ("output" instead of the data with --output). A missing payload
+    /// exits 3; one whose bytes do not match its hash exits 1.
+    Get(GetPayloadArgs),
+    /// Show how many payloads the store holds and their stored size.
+    ///
+    /// With --json, {"objects", "bytes", "storage_type"}.
+    Stats,
+}
+
+/// `wharf payload-store cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Only delete payloads stored at least this long ago, e.g. 7d, 12h, 0s.
+    #[arg(long, value_name = "D", value_parser = duration)]
+    pub older_than: Duration,
+    /// Count what would be deleted without deleting anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `wharf payload-store get`.
+#[derive(Debug, Args)]
+pub struct GetPayloadArgs {
+    /// The payload's URI (file://…, s3://…, gs://…) or its SHA-256 (64 hex digits).
+    #[arg(value_name = "URI_OR_HASH")]
+    pub target: String,
+    /// Write the payload to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `wharf queue ack`.
@@ -591,6 +683,32 @@ mod tests {
         }
         assert!(
             queue_command("queue dequeue q --max 100 --wait 20s --visibility-timeout 12h").is_ok()
+        );
+    }
+
+    #[test]
+    fn payload_store_cleanup_takes_a_humantime_age() {
+        let cli = Cli::try_parse_from([
+            "wharf",
+            "payload-store",
+            "cleanup",
+            "--older-than",
+            "7d",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::PayloadStore(PayloadStoreCommand::Cleanup(args)) = cli.command else {
+            panic!("a cleanup");
+        };
+        assert_eq!(args.older_than, Duration::from_secs(7 * 86_400));
+        assert!(args.dry_run);
+        let err = Cli::try_parse_from(["wharf", "payload-store", "cleanup", "--older-than", "7x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("7x"), "{err}");
+        assert!(
+            Cli::try_parse_from(["wharf", "payload-store", "cleanup"]).is_err(),
+            "--older-than is required"
         );
     }
 

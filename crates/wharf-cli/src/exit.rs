@@ -114,9 +114,12 @@ pub fn code_of(error: &anyhow::Error) -> u8 {
         .map_or(ERROR, domain_code)
 }
 
-/// The exit code of a domain error's meaning.
+/// The exit code of a domain error's meaning. A payload that could not be
+/// retrieved is not found (3) when its object is missing, unavailable (5)
+/// when the store timed out or failed, and an error (1) when its bytes are
+/// corrupt or access was denied: retrying does not help those.
 fn domain_code(error: &wharf_core::Error) -> u8 {
-    use wharf_core::Error;
+    use wharf_core::{Error, PayloadFailure};
     match error {
         Error::StreamNotFound(_) | Error::QueueNotFound(_) => NOT_FOUND,
         Error::WrongExpectedVersion { .. }
@@ -124,6 +127,11 @@ fn domain_code(error: &wharf_core::Error) -> u8 {
         | Error::QueueExists { .. }
         | Error::LeaseLost { .. } => CONFLICT,
         Error::Unavailable(_) => UNAVAILABLE,
+        Error::PayloadRetrievalFailed { failure, .. } => match failure {
+            PayloadFailure::NotFound => NOT_FOUND,
+            PayloadFailure::Timeout | PayloadFailure::Unavailable => UNAVAILABLE,
+            PayloadFailure::IntegrityFailed | PayloadFailure::AccessDenied => ERROR,
+        },
         _ => ERROR,
     }
 }
@@ -243,6 +251,25 @@ mod tests {
             message_id: uuid::Uuid::nil(),
             reason: "delivered again".into(),
         }
+    }
+
+    #[test]
+    fn payload_retrieval_failures_map_by_their_kind() {
+        use wharf_core::{PayloadFailure, PayloadRetrievalFailedDetails};
+        let details = PayloadRetrievalFailedDetails {
+            storage_type: wharf_core::PayloadStorageType::S3,
+            uri: "s3://b/x.bin".into(),
+            content_hash: wharf_core::ContentHash([1; 32]),
+            original_size: 9,
+            error: "boom".into(),
+        };
+        let code =
+            |f| code_of(&anyhow::Error::new(Error::payload_retrieval(f, details.clone())));
+        assert_eq!(code(PayloadFailure::NotFound), NOT_FOUND);
+        assert_eq!(code(PayloadFailure::Timeout), UNAVAILABLE);
+        assert_eq!(code(PayloadFailure::Unavailable), UNAVAILABLE);
+        assert_eq!(code(PayloadFailure::IntegrityFailed), ERROR);
+        assert_eq!(code(PayloadFailure::AccessDenied), ERROR);
     }
 
     #[test]

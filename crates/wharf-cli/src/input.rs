@@ -1,5 +1,9 @@
-//! Payloads given on the command line, shared by `stream append` and
-//! `queue enqueue`: text, a file or stdin, with metadata and content type.
+//! Payloads given on the command line, shared by `stream append`,
+//! `queue enqueue` and `payload-store put`: text, a file or stdin, with
+//! metadata and content type.
+//!
+//! A file is read with one allocation of its size (so a 100 MiB payload is
+//! one 100 MiB buffer, handed on without copying).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +12,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use crate::args::PayloadArgs;
+use crate::args::{DataArgs, PayloadArgs};
 use crate::exit::UsageError;
 
 /// A payload whose flags were checked but whose data is not read yet, so a
@@ -20,7 +24,7 @@ pub struct Payload {
 }
 
 /// Where the data comes from.
-enum Source {
+pub enum Source {
     /// `--data TEXT`.
     Text(String),
     /// `--data-file PATH`, stdin when `-`.
@@ -42,15 +46,7 @@ impl TryFrom<PayloadArgs> for Payload {
 
     /// Checks that exactly one source is given and no metadata key repeats.
     fn try_from(args: PayloadArgs) -> Result<Self, UsageError> {
-        let source = match (args.data, args.data_file) {
-            (Some(text), _) => Source::Text(text),
-            (None, Some(path)) => Source::File(path),
-            (None, None) => {
-                return Err(UsageError(
-                    "give the payload with --data TEXT or --data-file PATH (`-` for stdin)".into(),
-                ));
-            }
-        };
+        let source = Source::try_from(args.data)?;
         let mut metadata = BTreeMap::new();
         for entry in args.metadata {
             if metadata.contains_key(&entry.key) {
@@ -69,18 +65,42 @@ impl TryFrom<PayloadArgs> for Payload {
     }
 }
 
+impl TryFrom<DataArgs> for Source {
+    type Error = UsageError;
+
+    /// Checks that exactly one source is given.
+    fn try_from(args: DataArgs) -> Result<Self, UsageError> {
+        match (args.data, args.data_file) {
+            (Some(text), _) => Ok(Self::Text(text)),
+            (None, Some(path)) => Ok(Self::File(path)),
+            (None, None) => Err(UsageError(
+                "give the payload with --data TEXT or --data-file PATH (`-` for stdin)".into(),
+            )),
+        }
+    }
+}
+
+impl Source {
+    /// Reads the data: the text, the file's bytes, or stdin's for `-`.
+    ///
+    /// # Errors
+    /// Why the file or stdin could not be read, naming the file.
+    pub async fn read(self) -> anyhow::Result<Bytes> {
+        match self {
+            Self::Text(text) => Ok(Bytes::from(text)),
+            Self::File(path) => read_file(&path).await,
+        }
+    }
+}
+
 impl Payload {
     /// Reads the data: the text, the file's bytes, or stdin's for `-`.
     ///
     /// # Errors
     /// Why the file or stdin could not be read, naming the file.
     pub async fn read(self) -> anyhow::Result<Body> {
-        let data = match self.source {
-            Source::Text(text) => Bytes::from(text),
-            Source::File(path) => read_file(&path).await?,
-        };
         Ok(Body {
-            data,
+            data: self.source.read().await?,
             metadata: self.metadata,
             content_type: self.content_type,
         })

@@ -8,6 +8,7 @@ mod connect;
 mod exit;
 mod input;
 mod output;
+mod payload_store;
 mod queue;
 mod serve;
 mod signals;
@@ -40,5 +41,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args, Format::from_json_flag(cli.global.json)).await,
         Command::Stream(command) => stream::run(command, &cli.global).await,
         Command::Queue(command) => queue::run(command, &cli.global).await,
+        Command::PayloadStore(command) => payload_store::run(command, &cli.global).await,
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! The JSON shapes are the CLI contract (DESIGN.md §7); in particular a
 //! payload appears as `data` (a string) when it is valid UTF-8 and as
-//! `data_base64` otherwise, so binary payloads survive a round trip.
+//! `data_base64` otherwise, so binary payloads survive a round trip. An
+//! offloaded payload adds `external`, its reference; when the payload was not
+//! fetched (asked for references, or a dead letter whose payload could not
+//! be retrieved) there is `external` and no data at all.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -10,7 +13,7 @@ use std::io::{self, Write};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
-use wharf_core::{Delivery, RecordedEvent};
+use wharf_core::{Delivery, PayloadReference, RecordedEvent};
 
 use crate::exit::StdoutClosed;
 
@@ -37,6 +40,17 @@ impl Format {
 pub fn line(text: impl fmt::Display) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// Writes `bytes` to stdout as they are.
+///
+/// # Errors
+/// As [`line`].
+pub fn raw(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)
         .and_then(|()| out.flush())
         .map_err(stdout_error)
 }
@@ -70,7 +84,7 @@ pub fn event_json(event: &RecordedEvent) -> Value {
     object.insert("created_at".into(), json!(event.created_at.to_string()));
     object.insert("content_type".into(), json!(event.content_type));
     object.insert("metadata".into(), json!(event.metadata));
-    insert_data(&mut object, &event.data);
+    insert_payload(&mut object, &event.data, event.external.as_ref());
     Value::Object(object)
 }
 
@@ -88,12 +102,45 @@ pub fn delivery_json(delivery: &Delivery) -> Value {
     );
     object.insert("content_type".into(), json!(delivery.content_type));
     object.insert("metadata".into(), json!(delivery.metadata));
-    insert_data(&mut object, &delivery.data);
+    insert_payload(&mut object, &delivery.data, delivery.external.as_ref());
     Value::Object(object)
 }
 
+/// A payload reference as JSON: `storage_type`, `uri`, `content_hash`
+/// (hex), `original_size` and `stored_at` (RFC 3339).
+pub fn reference_json(reference: &PayloadReference) -> Value {
+    json!({
+        "storage_type": reference.storage_type.as_str(),
+        "uri": reference.uri,
+        "content_hash": reference.content_hash.to_hex(),
+        "original_size": reference.original_size,
+        "stored_at": reference.stored_at.to_string(),
+    })
+}
+
+/// Whether a payload is offloaded and was not fetched: there is a
+/// reference to a non-empty payload but no data.
+fn unfetched(data: &[u8], external: Option<&PayloadReference>) -> bool {
+    external.is_some_and(|r| data.is_empty() && r.original_size > 0)
+}
+
+/// Adds a payload: its data (unless it was not fetched) and, when it was
+/// offloaded, `external`.
+fn insert_payload(
+    object: &mut Map<String, Value>,
+    data: &[u8],
+    external: Option<&PayloadReference>,
+) {
+    if !unfetched(data, external) {
+        insert_data(object, data);
+    }
+    if let Some(reference) = external {
+        object.insert("external".into(), reference_json(reference));
+    }
+}
+
 /// Adds a payload as `data` when it is UTF-8, else as `data_base64`.
-fn insert_data(object: &mut Map<String, Value>, data: &[u8]) {
+pub fn insert_data(object: &mut Map<String, Value>, data: &[u8]) {
     match std::str::from_utf8(data) {
         Ok(text) => object.insert("data".into(), json!(text)),
         Err(_) => object.insert("data_base64".into(), json!(BASE64.encode(data))),
@@ -116,7 +163,7 @@ impl fmt::Display for DeliveryLine<'_> {
             d.message_id,
             d.delivery_attempt,
             d.enqueued_at,
-            Payload(&d.data)
+            PayloadText(&d.data, d.external.as_ref())
         )
     }
 }
@@ -155,7 +202,28 @@ impl fmt::Display for EventLine<'_> {
         } else {
             write!(f, "{} {}", e.stream_version, e.position)?;
         }
-        write!(f, " {} {} {}", e.created_at, e.event_type, Payload(&e.data))
+        write!(
+            f,
+            " {} {} {}",
+            e.created_at,
+            e.event_type,
+            PayloadText(&e.data, e.external.as_ref())
+        )
+    }
+}
+
+/// A payload that may be offloaded, for people: as [`Payload`], or
+/// `<N bytes at URI>` when it was not fetched.
+struct PayloadText<'a>(&'a [u8], Option<&'a PayloadReference>);
+
+impl fmt::Display for PayloadText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(r) if unfetched(self.0, self.1) => {
+                write!(f, "<{} bytes at {}>", r.original_size, r.uri)
+            }
+            _ => Payload(self.0).fmt(f),
+        }
     }
 }
 
@@ -278,6 +346,48 @@ mod tests {
         assert_eq!(
             DeliveryLine(&delivery(b"a\tb")).to_string(),
             r"-rcpt 00000000-0000-0000-0000-000000000000 2 2025-11-21T10:00:00.000001Z a\tb"
+        );
+    }
+
+    fn reference(size: u64) -> PayloadReference {
+        PayloadReference {
+            storage_type: wharf_core::PayloadStorageType::Filesystem,
+            uri: format!("file:///p/{}.bin", "ab".repeat(32)),
+            content_hash: wharf_core::ContentHash([0xab; 32]),
+            original_size: size,
+            stored_at: Timestamp::from_micros(1_763_719_200_000_001),
+        }
+    }
+
+    #[test]
+    fn an_offloaded_payload_shows_its_reference_beside_the_data() {
+        let mut e = event(b"hello");
+        e.external = Some(reference(5));
+        let v = event_json(&e);
+        assert_eq!(v["data"], "hello");
+        assert_eq!(
+            v["external"],
+            json!({
+                "storage_type": "filesystem",
+                "uri": format!("file:///p/{}.bin", "ab".repeat(32)),
+                "content_hash": "ab".repeat(32),
+                "original_size": 5,
+                "stored_at": "2025-11-21T10:00:00.000001Z",
+            })
+        );
+    }
+
+    #[test]
+    fn an_unfetched_payload_has_its_reference_and_no_data() {
+        let mut d = delivery(b"");
+        d.external = Some(reference(5 << 20));
+        let v = delivery_json(&d);
+        assert!(v.get("data").is_none() && v.get("data_base64").is_none(), "{v}");
+        assert_eq!(v["external"]["original_size"], 5 << 20);
+        let line = DeliveryLine(&d).to_string();
+        assert!(
+            line.ends_with(&format!("<5242880 bytes at file:///p/{}.bin>", "ab".repeat(32))),
+            "{line}"
         );
     }
 

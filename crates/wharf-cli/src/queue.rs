@@ -121,7 +121,10 @@ async fn dequeue(args: DequeueArgs, server: &str, format: Format) -> anyhow::Res
         wait: args.wait,
     };
     let (queue, client) = open(args.queue, server).await?;
-    let deliveries = client.dequeue(&queue, options).await?;
+    let deliveries = client
+        .with_payload_references(args.payload_references)
+        .dequeue(&queue, options)
+        .await?;
     match format {
         Format::Json => output::json(&json!({
             "deliveries": deliveries.iter().map(output::delivery_json).collect::<Vec<_>>(),

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
-use wharf_core::{Config, Durability, StorageConfig};
+use wharf_core::{Config, Durability, PayloadStorageType, StorageConfig};
 use wharf_server::Server;
 
 use crate::args::ServeArgs;
@@ -92,7 +92,7 @@ fn environment() -> anyhow::Result<Vec<(String, String)>> {
 
 /// Where the data lives, for the startup and `--check-config` lines.
 fn storage_summary(config: &Config) -> String {
-    match &config.storage {
+    let mut summary = match &config.storage {
         StorageConfig::Embedded { path, durability } => {
             let durability = match durability {
                 Durability::Full => "full",
@@ -100,7 +100,29 @@ fn storage_summary(config: &Config) -> String {
             };
             format!("data: {}, durability {durability}", path.display())
         }
+    };
+    let offload = &config.payload_offload;
+    if offload.enabled {
+        let store = match offload.store_type {
+            PayloadStorageType::Filesystem => {
+                format!("filesystem {}", offload.filesystem.base_path.display())
+            }
+            PayloadStorageType::S3 => offload.s3.as_ref().map_or_else(
+                || "s3".to_owned(),
+                |s3| format!("s3://{}/{}", s3.bucket, s3.prefix),
+            ),
+            PayloadStorageType::Gcs => offload.gcs.as_ref().map_or_else(
+                || "gcs".to_owned(),
+                |gcs| format!("gs://{}/{}", gcs.bucket, gcs.prefix),
+            ),
+            PayloadStorageType::Memory => "memory".to_owned(),
+        };
+        summary.push_str(&format!(
+            "; payloads over {} bytes offloaded to {store}",
+            offload.threshold_bytes
+        ));
     }
+    summary
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); colours only on

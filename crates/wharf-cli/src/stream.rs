@@ -8,7 +8,9 @@ use wharf_core::{
     AppendOutcome, Error, LogFilter, NewEvent, Position, ReadDirection, StreamName, StreamStart,
 };
 
-use crate::args::{AppendArgs, GlobalArgs, PositionAtArgs, ReadArgs, StreamCommand, TailArgs};
+use crate::args::{
+    AppendArgs, DeleteStreamArgs, GlobalArgs, PositionAtArgs, ReadArgs, StreamCommand, TailArgs,
+};
 use crate::connect::connect;
 use crate::input::Payload;
 use crate::output::{self, EventLine, Format};
@@ -26,6 +28,7 @@ pub async fn run(command: StreamCommand, global: &GlobalArgs) -> anyhow::Result<
         StreamCommand::Read(args) => read(args, &global.server, format).await,
         StreamCommand::Tail(args) => tail(args, &global.server, format).await,
         StreamCommand::PositionAt(args) => position_at(args, &global.server, format).await,
+        StreamCommand::Delete(args) => delete(args, &global.server, format).await,
     }
 }
 
@@ -81,7 +84,9 @@ async fn read(args: ReadArgs, server: &str, format: Format) -> anyhow::Result<()
     } else {
         ReadDirection::Forwards
     };
-    let client = connect(server).await?;
+    let client = connect(server)
+        .await?
+        .with_payload_references(args.payload_references);
     let events = client
         .read_stream(&stream, start, direction, args.limit)
         .await?;
@@ -102,7 +107,9 @@ async fn tail(args: TailArgs, server: &str, format: Format) -> anyhow::Result<()
     };
     let mut signals = Signals::install().context("cannot install signal handlers")?;
     let subscribed = async {
-        let client = connect(server).await?;
+        let client = connect(server)
+            .await?
+            .with_payload_references(args.payload_references);
         anyhow::Ok(
             client
                 .subscribe(Position(args.from_position), &filter)
@@ -154,5 +161,20 @@ async fn position_at(args: PositionAtArgs, server: &str, format: Format) -> anyh
         (Format::Json, p) => output::json(&json!({ "position": p.map(|p| p.0) })),
         (Format::Human, Some(p)) => output::line(format_args!("position {p}")),
         (Format::Human, None) => output::line(format_args!("no event at or after {}", args.at)),
+    }
+}
+
+async fn delete(args: DeleteStreamArgs, server: &str, format: Format) -> anyhow::Result<()> {
+    let stream = stream_name(args.stream)?;
+    let client = connect(server).await?;
+    let deleted = client
+        .delete_stream(&stream, args.expected_version)
+        .await?;
+    match format {
+        Format::Json => output::json(&json!({"stream": stream.as_str(), "deleted": deleted})),
+        Format::Human => output::line(format_args!(
+            "deleted {deleted} event{} from {stream}",
+            if deleted == 1 { "" } else { "s" }
+        )),
     }
 }

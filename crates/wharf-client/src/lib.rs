@@ -17,6 +17,37 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Large payloads: with payload offloading on at the server, data over its
+//! threshold is stored in the payload store and every read, subscription
+//! and dequeue returns it in full, with [`RecordedEvent::external`] (or
+//! [`Delivery::external`](wharf_core::Delivery::external)) naming where it
+//! is stored. A client made with [`Client::with_payload_references`] gets
+//! the references instead, without the data; [`Client::payload_get`]
+//! fetches one. Messages up to [`DEFAULT_MAX_MESSAGE_BYTES`] travel by
+//! default; [`ClientBuilder::max_message_bytes`] changes that.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> wharf_core::Result<()> {
+//! use wharf_client::Client;
+//! use wharf_core::{ExpectedVersion, NewEvent, ReadDirection, StreamStart};
+//!
+//! let client = Client::builder("http://127.0.0.1:50051")
+//!     .max_message_bytes(512 << 20)
+//!     .connect()
+//!     .await?;
+//! let stream = "scans".parse().unwrap();
+//! let scan = vec![0u8; 5 << 20];
+//! client.append(&stream, ExpectedVersion::Any, vec![NewEvent::new("Scanned", scan)]).await?;
+//! let refs = client
+//!     .with_payload_references(true)
+//!     .read_stream(&stream, StreamStart::Edge, ReadDirection::Forwards, None)
+//!     .await?;
+//! let reference = refs[0].external.clone().expect("offloaded");
+//! let fetched = client.payload_get(reference.into()).await?;
+//! assert_eq!(fetched.data.len(), 5 << 20);
+//! # Ok(()) }
+//! ```
+//!
 //! Queues: enqueue, then dequeue and acknowledge (see `examples/worker.rs`
 //! for a complete worker).
 //!
@@ -42,7 +73,10 @@
 //! ```
 #![warn(missing_docs)]
 
+mod payloads;
 mod queues;
+
+pub use payloads::{CleanupReport, FetchedPayload, PayloadLocator, PayloadStats};
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -55,13 +89,15 @@ use wharf_core::{
 };
 use wharf_proto::convert;
 use wharf_proto::status::from_status;
-use wharf_proto::v1::{self, queues_client::QueuesClient, streams_client::StreamsClient};
+use wharf_proto::v1::{
+    self, payloads_client::PayloadsClient, queues_client::QueuesClient,
+    streams_client::StreamsClient,
+};
 
-/// Largest response message the client accepts (a page of events).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-/// Largest request the client sends: an append or enqueue batch at the
-/// server's default limits fits with room to spare.
-const MAX_REQUEST: usize = 64 * 1024 * 1024;
+/// The largest message a client sends or accepts unless
+/// [`ClientBuilder::max_message_bytes`] says otherwise: room for a payload
+/// at the server's default `limits.max_payload_bytes` (128 MiB) and more.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,18 +116,46 @@ pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send>>;
 pub struct Client {
     streams: StreamsClient<Channel>,
     queues: QueuesClient<Channel>,
+    payloads: PayloadsClient<Channel>,
+    /// Reads, subscriptions and dequeues ask for references, not data.
+    payload_references: bool,
 }
 
-impl Client {
-    /// Connects to `url` (e.g. `http://127.0.0.1:50051`).
+/// How to connect: see [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    max_message_bytes: usize,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// The largest gRPC message the client sends (an append, an enqueue, a
+    /// payload put) or accepts (a page of events, a payload get); default
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`]. Raise it with the server's
+    /// `limits.max_payload_bytes`. A dequeue answer is accepted whatever
+    /// its size: the server bounds it.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// How long connecting may take; default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a malformed URL, [`Error::Unavailable`]
     /// when nothing answers.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+    pub async fn connect(self) -> Result<Client> {
+        let url = &self.url;
+        let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Error::InvalidArgument(format!("server URL `{url}`: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(|e| {
             // tonic's own message is only "transport error"; the reason
@@ -104,20 +168,64 @@ impl Client {
             }
             Error::Unavailable(format!("cannot connect to {url}: {reason}"))
         })?;
-        Ok(Self::from_channel(channel))
+        Ok(Client::over(channel, self.max_message_bytes))
+    }
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`) with the default
+    /// settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a malformed URL, [`Error::Unavailable`]
+    /// when nothing answers.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url).connect().await
     }
 
-    /// A client over an existing channel.
+    /// A client of `url` with settings to choose before connecting.
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.to_owned(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A client over an existing channel, with the default message limit.
     pub fn from_channel(channel: Channel) -> Self {
+        Self::over(channel, DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    fn over(channel: Channel, max_message: usize) -> Self {
         Self {
             streams: StreamsClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_REQUEST),
-            // A dequeue answer is up to 100 messages at the server's inline
-            // limit, which the client does not know: the server bounds it.
-            queues: QueuesClient::new(channel)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            // A dequeue answer is up to 100 messages of the server's largest
+            // data, which the client does not know: the server bounds it.
+            queues: QueuesClient::new(channel.clone())
                 .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(MAX_REQUEST),
+                .max_encoding_message_size(max_message),
+            payloads: PayloadsClient::new(channel)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            payload_references: false,
+        }
+    }
+
+    /// This client, asking for offloaded payloads as references (`true`) or
+    /// in full (`false`, the default) in reads, subscriptions and dequeues.
+    ///
+    /// With references, an offloaded event or delivery comes with empty
+    /// `data` and its reference in `external`, and nothing is fetched. So a
+    /// dequeue does not notice a payload that cannot be retrieved: the
+    /// message is delivered with its reference instead of being moved to
+    /// the dead-letter queue.
+    pub fn with_payload_references(&self, references: bool) -> Self {
+        Self {
+            payload_references: references,
+            ..self.clone()
         }
     }
 
@@ -166,6 +274,7 @@ impl Client {
             },
             backwards: direction == ReadDirection::Backwards,
             limit: limit.unwrap_or(0),
+            payload_references: self.payload_references,
         };
         let response = self
             .streams
@@ -200,6 +309,7 @@ impl Client {
             stream_prefix: filter.stream_prefix.clone().unwrap_or_default(),
             event_types: filter.event_types.clone(),
             limit: limit.unwrap_or(0),
+            payload_references: self.payload_references,
         };
         let response = self
             .streams
@@ -230,6 +340,7 @@ impl Client {
             from_position: from.0,
             stream_prefix: filter.stream_prefix.clone().unwrap_or_default(),
             event_types: filter.event_types.clone(),
+            payload_references: self.payload_references,
         };
         let response = self
             .streams
@@ -259,6 +370,30 @@ impl Client {
             futures::stream::iter(items)
         });
         Ok(Box::pin(items))
+    }
+
+    /// Deletes every event of `stream` if `expected` holds; returns how
+    /// many. The name may be appended to again, from version 0; payloads
+    /// only these events referenced become the payload cleanup's to delete.
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `WrongExpectedVersion`, `Unavailable`.
+    pub async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+    ) -> Result<u64> {
+        let request = v1::DeleteStreamRequest {
+            stream: stream.to_string(),
+            expected_version: Some(expected.into()),
+        };
+        let response = self
+            .streams
+            .clone()
+            .delete_stream(request)
+            .await
+            .map_err(|s| from_status(&s))?;
+        Ok(response.into_inner().deleted)
     }
 
     /// The first position committed at or after `at`.

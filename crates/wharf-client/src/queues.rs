@@ -99,6 +99,11 @@ impl Client {
     /// a message is visible or the wait ends (empty), so a worker loops on
     /// this call without sleeping.
     ///
+    /// Offloaded payloads come in full, with `external` set; a message whose
+    /// payload cannot be retrieved is moved to the dead-letter queue by the
+    /// server instead of being delivered (see
+    /// [`Client::with_payload_references`] for the other mode).
+    ///
     /// # Errors
     /// `QueueNotFound`; `InvalidArgument` for options out of bounds;
     /// `Unavailable`.
@@ -112,6 +117,7 @@ impl Client {
             visibility_timeout_micros: options.visibility_timeout.map(micros),
             max_messages: Some(options.max_messages),
             wait_micros: micros(options.wait),
+            payload_references: self.payload_references,
         };
         let response = self.queues.clone().dequeue(request).await.map_err(error)?;
         response

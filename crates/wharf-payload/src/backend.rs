@@ -210,16 +210,26 @@ fn s3_store(config: &S3StoreConfig, timeout: Duration) -> Result<Backend> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&config.bucket)
         .with_region(&config.region);
+    // An endpoint from the environment (AWS_ENDPOINT_URL, AWS_ENDPOINT) is
+    // taken by `from_env`; it still decides whether plain HTTP is allowed.
+    let endpoint = config.endpoint.clone().or_else(|| {
+        ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    });
+    let named = if config.endpoint.is_some() {
+        "payload_offload.s3.endpoint"
+    } else {
+        "the AWS endpoint variable"
+    };
     let mut plain_http = false;
-    if let Some(endpoint) = &config.endpoint {
+    if let Some(endpoint) = &endpoint {
         let url = url::Url::parse(endpoint).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "payload_offload.s3.endpoint `{endpoint}` is not a URL: {e}"
-            ))
+            Error::InvalidArgument(format!("{named} `{endpoint}` is not a URL: {e}"))
         })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(Error::InvalidArgument(format!(
-                "payload_offload.s3.endpoint `{endpoint}` is not an http:// or https:// URL"
+                "{named} `{endpoint}` is not an http:// or https:// URL"
             )));
         }
         plain_http = url.scheme() == "http";
@@ -250,8 +260,7 @@ fn s3_store(config: &S3StoreConfig, timeout: Duration) -> Result<Backend> {
         .build()
         .map_err(|e| Error::InvalidArgument(format!("payload_offload.s3: {}", error_chain(&e))))?;
     let store = Arc::new(store);
-    let at = config
-        .endpoint
+    let at = endpoint
         .as_deref()
         .map_or_else(|| format!("AWS region {}", config.region), |e| e.to_owned());
     Ok(Backend {

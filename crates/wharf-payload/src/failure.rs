@@ -131,10 +131,10 @@ fn classify_generic(
 ) -> StoreError {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(source);
     while let Some(err) = current {
-        if let Some(http) = err.downcast_ref::<object_store::client::HttpError>() {
-            if matches!(http.kind(), object_store::client::HttpErrorKind::Timeout) {
-                return StoreError::new(Kind::Timeout, message);
-            }
+        if let Some(http) = err.downcast_ref::<object_store::client::HttpError>()
+            && matches!(http.kind(), object_store::client::HttpErrorKind::Timeout)
+        {
+            return StoreError::new(Kind::Timeout, message);
         }
         current = err.source();
     }

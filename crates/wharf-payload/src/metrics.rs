@@ -106,3 +106,117 @@ pub(crate) fn record_get(store: PayloadStorageType, outcome: Result<Duration, Pa
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+        SharedString, Unit,
+    };
+
+    use super::*;
+
+    /// Counts per series, named `name{label=value,…}`.
+    #[derive(Default)]
+    struct Recorded(Mutex<BTreeMap<String, Arc<Series>>>);
+
+    #[derive(Default)]
+    struct Series(AtomicU64);
+
+    impl CounterFn for Series {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::SeqCst);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, Ordering::SeqCst);
+        }
+    }
+
+    impl HistogramFn for Series {
+        fn record(&self, _value: f64) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Recorded {
+        fn series(&self, key: &Key) -> Arc<Series> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut map = self.0.lock().expect("not poisoned");
+            map.entry(name).or_default().clone()
+        }
+
+        fn get(&self, name: &str) -> u64 {
+            let map = self.0.lock().expect("not poisoned");
+            map.get(name).map_or(0, |s| s.0.load(Ordering::SeqCst))
+        }
+    }
+
+    impl Recorder for Recorded {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.series(key))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(self.series(key))
+        }
+    }
+
+    #[test]
+    fn puts_gets_and_cleanups_are_counted_per_store() {
+        let recorded = Recorded::default();
+        metrics::with_local_recorder(&recorded, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let store = crate::PayloadStore::memory(Arc::new(wharf_core::SystemClock));
+                let data = bytes::Bytes::from_static(b"twelve bytes");
+                let reference = store.put(&data).await.expect("put");
+                store.put(&data).await.expect("dedup hit");
+                store.get(&reference).await.expect("get");
+                let missing = wharf_core::PayloadReference {
+                    original_size: 1,
+                    ..reference.clone()
+                };
+                assert!(store.delete(&reference.content_hash).await.expect("delete"));
+                store.get(&missing).await.expect_err("gone");
+            });
+            record_cleanup_deleted(PayloadStorageType::S3, 7);
+        });
+        assert_eq!(recorded.get("payload_store_put_total{store=memory}"), 2);
+        assert_eq!(
+            recorded.get("payload_store_put_dedup_total{store=memory}"),
+            1
+        );
+        assert_eq!(
+            recorded.get("payload_store_put_bytes_total{store=memory}"),
+            12,
+            "dedup hits add no bytes"
+        );
+        assert_eq!(recorded.get("payload_store_put_seconds{store=memory}"), 2);
+        assert_eq!(recorded.get("payload_store_get_total{store=memory}"), 2);
+        assert_eq!(recorded.get("payload_store_get_seconds{store=memory}"), 1);
+        assert_eq!(
+            recorded.get("payload_store_get_errors_total{store=memory,failure=not_found}"),
+            1
+        );
+        assert_eq!(
+            recorded.get("payload_store_cleanup_deleted_total{store=s3}"),
+            7
+        );
+    }
+}

@@ -20,7 +20,7 @@ use wharf_core::{ContentHash, PayloadReference, Result};
 
 use crate::codec::{CHUNK_SIZE, Codec, Encoder, content_hash};
 use crate::failure::{Kind, StoreError};
-use crate::local::Written;
+use crate::local::{LocalDir, Written};
 use crate::metrics;
 use crate::store::{Inner, PayloadStore};
 
@@ -50,7 +50,7 @@ impl PayloadStore {
         let started = Instant::now();
         let inner = &self.inner;
         let result = match &inner.backend.local {
-            Some(_) => inner.put_file(data).await,
+            Some(local) => inner.put_file(local, data).await,
             None => inner.put_object(data).await,
         };
         match result {
@@ -86,11 +86,8 @@ fn join_error(err: tokio::task::JoinError) -> StoreError {
 }
 
 impl Inner {
-    async fn put_file(&self, data: &Bytes) -> PutResult {
-        let Some(local) = self.backend.local.clone() else {
-            unreachable!("put_file is called for filesystem stores only");
-        };
-        let (codec, data) = (self.codec.clone(), data.clone());
+    async fn put_file(&self, local: &LocalDir, data: &Bytes) -> PutResult {
+        let (local, codec, data) = (local.clone(), self.codec.clone(), data.clone());
         tokio::task::spawn_blocking(move || {
             let hash = content_hash(&data);
             local

@@ -456,3 +456,6 @@ impl Listing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

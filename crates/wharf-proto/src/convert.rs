@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tonic::Status;
 use uuid::Uuid;
 use wharf_core::{
-    AppendOutcome, AppendResult, Delivery, Enqueued, ExpectedVersion, NewEvent, NewMessage,
-    Position, QueueInfo, QueueName, QueueSettings, QueueStats, Receipt, RecordedEvent, StreamName,
-    Timestamp,
+    AppendOutcome, AppendResult, ContentHash, Delivery, Enqueued, ExpectedVersion, NewEvent,
+    NewMessage, PayloadReference, PayloadRetrievalFailedDetails, PayloadStorageType, Position,
+    QueueInfo, QueueName, QueueSettings, QueueStats, Receipt, RecordedEvent, StreamName, Timestamp,
 };
 
 use crate::status::{invalid_field, invalid_queue_name, invalid_stream_name};
@@ -87,37 +88,182 @@ pub fn new_event(index: usize, e: v1::NewEvent) -> Result<NewEvent, Status> {
 }
 
 impl From<RecordedEvent> for v1::RecordedEvent {
+    /// An event whose offloaded payload was not fetched (empty `data`, a
+    /// reference to a non-empty payload) goes out as `external`; one whose
+    /// payload was fetched as `data` with `resolved_from`.
     fn from(e: RecordedEvent) -> Self {
+        use v1::recorded_event::Payload;
+        let (payload, resolved_from) = match WirePayload::of(e.data, e.external) {
+            WirePayload::Data(data, from) => (Payload::Data(data), from),
+            WirePayload::External(reference) => (Payload::External(reference), None),
+        };
         Self {
             id: e.id.as_bytes().to_vec().into(),
             stream: e.stream.into_string(),
             r#type: e.event_type,
-            data: e.data,
+            payload: Some(payload),
             metadata: e.metadata,
             content_type: e.content_type,
             stream_version: e.stream_version,
             position: e.position.0,
             created_at_micros: e.created_at.as_micros(),
+            resolved_from,
         }
     }
 }
 
-/// A recorded event from the wire.
+/// A recorded event from the wire: `external` is the reference whether the
+/// payload came fetched (`data` with `resolved_from`) or not (`external`,
+/// with empty `data`).
 ///
 /// # Errors
-/// `INVALID_ARGUMENT` when the server sent a malformed id or stream name.
+/// `INVALID_ARGUMENT` when the server sent a malformed id, stream name or
+/// reference.
 pub fn recorded_event(e: v1::RecordedEvent) -> Result<RecordedEvent, Status> {
+    use v1::recorded_event::Payload;
+    let (data, external) = match e.payload {
+        None => (Bytes::new(), None),
+        Some(Payload::Data(data)) => (data, e.resolved_from),
+        Some(Payload::External(reference)) => (Bytes::new(), Some(reference)),
+    };
     Ok(RecordedEvent {
         id: Uuid::from_slice(&e.id).map_err(|_| invalid_field("id", "must be 16 bytes"))?,
         stream: stream_name(e.stream)?,
         event_type: e.r#type,
-        data: e.data,
+        data,
         metadata: e.metadata,
         content_type: e.content_type,
         stream_version: e.stream_version,
         position: Position(e.position),
         created_at: Timestamp::from_micros(e.created_at_micros),
-        external: None,
+        external: external
+            .map(|r| payload_reference("external", r))
+            .transpose()?,
+    })
+}
+
+/// How a payload travels in a `RecordedEvent` or `Delivery`.
+enum WirePayload {
+    /// The bytes, and where they were stored when they were offloaded.
+    Data(Bytes, Option<v1::PayloadReference>),
+    /// The reference alone: the payload was not fetched.
+    External(v1::PayloadReference),
+}
+
+impl WirePayload {
+    fn of(data: Bytes, external: Option<PayloadReference>) -> Self {
+        match external {
+            // An offloaded payload is never empty (it was over a threshold
+            // of at least one byte), so empty data means "not fetched".
+            Some(reference) if data.is_empty() && reference.original_size > 0 => {
+                Self::External(reference.into())
+            }
+            reference => Self::Data(data, reference.map(Into::into)),
+        }
+    }
+}
+
+impl From<PayloadStorageType> for v1::PayloadStorageType {
+    fn from(t: PayloadStorageType) -> Self {
+        match t {
+            PayloadStorageType::Filesystem => Self::Filesystem,
+            PayloadStorageType::Gcs => Self::Gcs,
+            PayloadStorageType::S3 => Self::S3,
+            PayloadStorageType::Memory => Self::Memory,
+        }
+    }
+}
+
+/// A storage type from the wire (the enum's number).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming `field` for an unspecified or unknown type.
+pub fn storage_type(field: &str, value: i32) -> Result<PayloadStorageType, Status> {
+    match v1::PayloadStorageType::try_from(value) {
+        Ok(v1::PayloadStorageType::Filesystem) => Ok(PayloadStorageType::Filesystem),
+        Ok(v1::PayloadStorageType::Gcs) => Ok(PayloadStorageType::Gcs),
+        Ok(v1::PayloadStorageType::S3) => Ok(PayloadStorageType::S3),
+        Ok(v1::PayloadStorageType::Memory) => Ok(PayloadStorageType::Memory),
+        Ok(v1::PayloadStorageType::Unspecified) => Err(invalid_field(field, "must be set")),
+        Err(_) => Err(invalid_field(
+            field,
+            format!("{value} is not a known storage type"),
+        )),
+    }
+}
+
+/// A content hash from the wire.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming `field` unless it is 32 bytes.
+pub fn content_hash(field: &str, bytes: &[u8]) -> Result<ContentHash, Status> {
+    ContentHash::from_slice(bytes).map_err(|_| {
+        invalid_field(
+            field,
+            format!("must be 32 bytes of SHA-256, got {}", bytes.len()),
+        )
+    })
+}
+
+impl From<PayloadReference> for v1::PayloadReference {
+    fn from(r: PayloadReference) -> Self {
+        Self {
+            storage_type: v1::PayloadStorageType::from(r.storage_type).into(),
+            uri: r.uri,
+            content_hash: r.content_hash.0.to_vec().into(),
+            original_size: r.original_size,
+            stored_at_micros: r.stored_at.as_micros(),
+        }
+    }
+}
+
+/// A payload reference from the wire; `field` names it in errors.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for an unknown storage type, an empty URI or a hash
+/// that is not 32 bytes.
+pub fn payload_reference(field: &str, r: v1::PayloadReference) -> Result<PayloadReference, Status> {
+    if r.uri.is_empty() {
+        return Err(invalid_field(&format!("{field}.uri"), "must not be empty"));
+    }
+    Ok(PayloadReference {
+        storage_type: storage_type(&format!("{field}.storage_type"), r.storage_type)?,
+        uri: r.uri,
+        content_hash: content_hash(&format!("{field}.content_hash"), &r.content_hash)?,
+        original_size: r.original_size,
+        stored_at: Timestamp::from_micros(r.stored_at_micros),
+    })
+}
+
+/// The wire form of why a payload could not be retrieved; `failure` is a
+/// [`wharf_core::PayloadFailure`] name.
+pub fn retrieval_failed_details(
+    details: &PayloadRetrievalFailedDetails,
+    failure: &str,
+) -> v1::PayloadRetrievalFailedDetails {
+    v1::PayloadRetrievalFailedDetails {
+        storage_type: v1::PayloadStorageType::from(details.storage_type).into(),
+        uri: details.uri.clone(),
+        content_hash: details.content_hash.0.to_vec().into(),
+        original_size: details.original_size,
+        error: details.error.clone(),
+        failure: failure.to_owned(),
+    }
+}
+
+/// Why a payload could not be retrieved, from the wire.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for an unknown storage type or a malformed hash.
+pub fn payload_retrieval_failed_details(
+    d: v1::PayloadRetrievalFailedDetails,
+) -> Result<PayloadRetrievalFailedDetails, Status> {
+    Ok(PayloadRetrievalFailedDetails {
+        storage_type: storage_type("storage_type", d.storage_type)?,
+        uri: d.uri,
+        content_hash: content_hash("content_hash", &d.content_hash)?,
+        original_size: d.original_size,
+        error: d.error,
     })
 }
 
@@ -261,33 +407,49 @@ pub fn enqueued(e: v1::Enqueued) -> Result<Enqueued, Status> {
 }
 
 impl From<Delivery> for v1::Delivery {
+    /// As for events: an unfetched offloaded payload goes out as
+    /// `external`, a fetched one as `data` with `resolved_from`.
     fn from(d: Delivery) -> Self {
+        use v1::delivery::Payload;
+        let (payload, resolved_from) = match WirePayload::of(d.data, d.external) {
+            WirePayload::Data(data, from) => (Payload::Data(data), from),
+            WirePayload::External(reference) => (Payload::External(reference), None),
+        };
         Self {
             message_id: d.message_id.as_bytes().to_vec().into(),
             receipt: d.receipt.as_str().to_owned(),
-            data: d.data,
+            payload: Some(payload),
             metadata: d.metadata,
             content_type: d.content_type,
             delivery_attempt: d.delivery_attempt,
             enqueued_at_micros: d.enqueued_at.as_micros(),
+            resolved_from,
         }
     }
 }
 
-/// A delivery from the wire.
+/// A delivery from the wire; `external` is set as for [`recorded_event`].
 ///
 /// # Errors
-/// `INVALID_ARGUMENT` when the server sent a malformed id.
+/// `INVALID_ARGUMENT` when the server sent a malformed id or reference.
 pub fn delivery(d: v1::Delivery) -> Result<Delivery, Status> {
+    use v1::delivery::Payload;
+    let (data, external) = match d.payload {
+        None => (Bytes::new(), None),
+        Some(Payload::Data(data)) => (data, d.resolved_from),
+        Some(Payload::External(reference)) => (Bytes::new(), Some(reference)),
+    };
     Ok(Delivery {
         message_id: message_id("message_id", &d.message_id)?,
         receipt: Receipt::new(d.receipt),
-        data: d.data,
+        data,
         metadata: d.metadata,
         content_type: d.content_type,
         delivery_attempt: d.delivery_attempt,
         enqueued_at: Timestamp::from_micros(d.enqueued_at_micros),
-        external: None,
+        external: external
+            .map(|r| payload_reference("external", r))
+            .transpose()?,
     })
 }
 
@@ -348,6 +510,8 @@ pub fn queue_info(q: v1::QueueInfo) -> Result<QueueInfo, Status> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -412,6 +576,160 @@ mod tests {
             external: None,
         };
         assert_eq!(delivery(d.clone().into()).unwrap(), d);
+    }
+
+    fn reference(size: u64) -> PayloadReference {
+        PayloadReference {
+            storage_type: PayloadStorageType::S3,
+            uri: "s3://b/events/ab.bin".into(),
+            content_hash: ContentHash([0xab; 32]),
+            original_size: size,
+            stored_at: Timestamp::from_micros(1_700_000_000_000_001),
+        }
+    }
+
+    fn event(data: &'static [u8], external: Option<PayloadReference>) -> RecordedEvent {
+        RecordedEvent {
+            id: Uuid::now_v7(),
+            stream: "s".parse().unwrap(),
+            event_type: "T".into(),
+            data: bytes::Bytes::from_static(data),
+            metadata: [("k".to_owned(), "v".to_owned())].into(),
+            content_type: "application/octet-stream".into(),
+            stream_version: 3,
+            position: Position(9),
+            created_at: Timestamp::from_micros(1_700_000_000_000_000),
+            external,
+        }
+    }
+
+    #[test]
+    fn payload_references_round_trip_with_every_field() {
+        for storage_type in [
+            PayloadStorageType::Filesystem,
+            PayloadStorageType::Gcs,
+            PayloadStorageType::S3,
+            PayloadStorageType::Memory,
+        ] {
+            let r = PayloadReference {
+                storage_type,
+                ..reference(5 << 20)
+            };
+            assert_eq!(payload_reference("r", r.clone().into()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn malformed_references_are_refused_naming_the_field() {
+        let mut wire: v1::PayloadReference = reference(1).into();
+        wire.content_hash = vec![1, 2].into();
+        let status = payload_reference("external", wire).unwrap_err();
+        assert!(
+            status.message().contains("external.content_hash")
+                && status.message().contains("got 2"),
+            "{}",
+            status.message()
+        );
+        let mut wire: v1::PayloadReference = reference(1).into();
+        wire.storage_type = 0;
+        let status = payload_reference("external", wire).unwrap_err();
+        assert!(
+            status.message().contains("external.storage_type"),
+            "{}",
+            status.message()
+        );
+        let mut wire: v1::PayloadReference = reference(1).into();
+        wire.storage_type = 99;
+        assert!(payload_reference("r", wire).is_err());
+    }
+
+    #[test]
+    fn an_unfetched_offloaded_event_travels_as_its_reference_alone() {
+        let e = event(b"", Some(reference(300_000)));
+        let wire: v1::RecordedEvent = e.clone().into();
+        assert!(matches!(
+            &wire.payload,
+            Some(v1::recorded_event::Payload::External(r)) if r.original_size == 300_000
+        ));
+        assert_eq!(wire.resolved_from, None);
+        assert_eq!(recorded_event(wire).unwrap(), e);
+    }
+
+    #[test]
+    fn a_fetched_offloaded_event_travels_as_data_with_its_source() {
+        let e = event(b"the whole payload", Some(reference(17)));
+        let wire: v1::RecordedEvent = e.clone().into();
+        assert!(matches!(
+            &wire.payload,
+            Some(v1::recorded_event::Payload::Data(d)) if d.as_ref() == b"the whole payload"
+        ));
+        assert!(wire.resolved_from.is_some());
+        assert_eq!(recorded_event(wire).unwrap(), e);
+        let inline = event(b"", None);
+        assert_eq!(recorded_event(inline.clone().into()).unwrap(), inline);
+    }
+
+    #[test]
+    fn data_is_field_4_as_before_the_oneof() {
+        use prost::Message;
+        // What a server from before the oneof sent: `bytes data = 4`.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Old {
+            #[prost(bytes = "vec", tag = "4")]
+            data: Vec<u8>,
+        }
+        let old = Old {
+            data: b"abc".to_vec(),
+        };
+        let new = v1::RecordedEvent::decode(old.encode_to_vec().as_slice()).unwrap();
+        assert!(matches!(
+            new.payload,
+            Some(v1::recorded_event::Payload::Data(d)) if d.as_ref() == b"abc"
+        ));
+        let back = Old::decode(
+            v1::Delivery {
+                payload: Some(v1::delivery::Payload::Data(bytes::Bytes::from_static(b"xyz"))),
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .as_slice(),
+        );
+        // Delivery.data is field 3; it must not be read as field 4.
+        assert_eq!(back.unwrap().data, Vec::<u8>::new());
+    }
+
+    #[test]
+    fn deliveries_with_references_round_trip() {
+        let d = Delivery {
+            message_id: Uuid::now_v7(),
+            receipt: Receipt::new("r-2"),
+            data: bytes::Bytes::new(),
+            metadata: BTreeMap::new(),
+            content_type: "application/octet-stream".into(),
+            delivery_attempt: 1,
+            enqueued_at: Timestamp::from_micros(1_700_000_000_000_000),
+            external: Some(reference(6 << 20)),
+        };
+        let wire: v1::Delivery = d.clone().into();
+        assert!(matches!(
+            wire.payload,
+            Some(v1::delivery::Payload::External(_))
+        ));
+        assert_eq!(delivery(wire).unwrap(), d);
+        let fetched = Delivery {
+            data: bytes::Bytes::from_static(b"123456"),
+            external: Some(reference(6)),
+            ..d
+        };
+        assert_eq!(delivery(fetched.clone().into()).unwrap(), fetched);
+    }
+
+    #[test]
+    fn retrieval_failure_details_round_trip() {
+        let details = PayloadRetrievalFailedDetails::new(&reference(10), "hash mismatch");
+        let wire = retrieval_failed_details(&details, "integrity_failed");
+        assert_eq!(wire.failure, "integrity_failed");
+        assert_eq!(payload_retrieval_failed_details(wire).unwrap(), details);
     }
 
     #[test]

@@ -3,13 +3,34 @@
 //! Every error carries a `google.rpc.ErrorInfo` in domain `wharf` whose
 //! `reason` names the meaning and whose `metadata` holds the facts, so a
 //! client in any language can branch on it without parsing messages.
+//!
+//! A payload that could not be retrieved maps by its failure:
+//!
+//! | error | code | reason |
+//! |---|---|---|
+//! | [`Error::IntegrityFailed`] | `DATA_LOSS` | `PAYLOAD_INTEGRITY_FAILED` |
+//! | `PayloadRetrievalFailed`, not found | `NOT_FOUND` | `PAYLOAD_NOT_FOUND` |
+//! | `PayloadRetrievalFailed`, access denied | `PERMISSION_DENIED` | `PAYLOAD_ACCESS_DENIED` |
+//! | `PayloadRetrievalFailed`, timeout | `UNAVAILABLE` | `PAYLOAD_TIMEOUT` |
+//! | `PayloadRetrievalFailed`, unavailable | `UNAVAILABLE` | `PAYLOAD_UNAVAILABLE` |
+//!
+//! with the reference's facts in the `ErrorInfo` metadata (`storage_type`,
+//! `uri`, `content_hash`, `original_size`, `error`, `failure`) and, as a
+//! second detail, a [`v1::PayloadRetrievalFailedDetails`] (see
+//! [`payload_details`]).
 
 use std::collections::HashMap;
 
 use prost::Message as _;
+use prost_types::Any;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use wharf_core::{Error, NameError, QueueName, StreamName};
+use wharf_core::{
+    Error, NameError, PayloadFailure, PayloadRetrievalFailedDetails, QueueName, StreamName,
+};
+
+use crate::convert;
+use crate::v1;
 
 /// The `ErrorInfo.domain` of Wharf's errors.
 pub const DOMAIN: &str = "wharf";
@@ -37,10 +58,119 @@ pub mod reason {
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
     /// A storage failure.
     pub const STORAGE: &str = "STORAGE";
+    /// A stored payload does not match its reference (hash or size).
+    pub const PAYLOAD_INTEGRITY_FAILED: &str = "PAYLOAD_INTEGRITY_FAILED";
+    /// No object under a reference's key.
+    pub const PAYLOAD_NOT_FOUND: &str = "PAYLOAD_NOT_FOUND";
+    /// The payload store refused the server's credentials.
+    pub const PAYLOAD_ACCESS_DENIED: &str = "PAYLOAD_ACCESS_DENIED";
+    /// The payload store did not answer in time, after retries.
+    pub const PAYLOAD_TIMEOUT: &str = "PAYLOAD_TIMEOUT";
+    /// The payload store failed otherwise, after retries.
+    pub const PAYLOAD_UNAVAILABLE: &str = "PAYLOAD_UNAVAILABLE";
+    /// The server runs without payload offloading (`payload_offload.enabled`).
+    pub const PAYLOAD_OFFLOAD_DISABLED: &str = "PAYLOAD_OFFLOAD_DISABLED";
+}
+
+/// The `Any.type_url` of the [`v1::PayloadRetrievalFailedDetails`] detail.
+pub const PAYLOAD_DETAILS_TYPE_URL: &str =
+    "type.googleapis.com/wharf.v1.PayloadRetrievalFailedDetails";
+
+/// The code and reason of a payload retrieval failure.
+fn payload_failure_code(failure: PayloadFailure) -> (Code, &'static str) {
+    match failure {
+        PayloadFailure::IntegrityFailed => (Code::DataLoss, reason::PAYLOAD_INTEGRITY_FAILED),
+        PayloadFailure::NotFound => (Code::NotFound, reason::PAYLOAD_NOT_FOUND),
+        PayloadFailure::AccessDenied => (Code::PermissionDenied, reason::PAYLOAD_ACCESS_DENIED),
+        PayloadFailure::Timeout => (Code::Unavailable, reason::PAYLOAD_TIMEOUT),
+        PayloadFailure::Unavailable => (Code::Unavailable, reason::PAYLOAD_UNAVAILABLE),
+    }
+}
+
+/// The failure a `PAYLOAD_*` reason stands for.
+fn payload_failure_of(why: &str) -> Option<PayloadFailure> {
+    Some(match why {
+        reason::PAYLOAD_INTEGRITY_FAILED => PayloadFailure::IntegrityFailed,
+        reason::PAYLOAD_NOT_FOUND => PayloadFailure::NotFound,
+        reason::PAYLOAD_ACCESS_DENIED => PayloadFailure::AccessDenied,
+        reason::PAYLOAD_TIMEOUT => PayloadFailure::Timeout,
+        reason::PAYLOAD_UNAVAILABLE => PayloadFailure::Unavailable,
+        _ => return None,
+    })
+}
+
+/// The status of a payload that could not be retrieved: `ErrorInfo` with
+/// the facts as metadata, then the typed details.
+fn payload_status(
+    error: &Error,
+    failure: PayloadFailure,
+    details: &PayloadRetrievalFailedDetails,
+) -> Status {
+    let (code, why) = payload_failure_code(failure);
+    let metadata = HashMap::from([
+        ("storage_type".to_owned(), details.storage_type.to_string()),
+        ("uri".to_owned(), details.uri.clone()),
+        ("content_hash".to_owned(), details.content_hash.to_hex()),
+        (
+            "original_size".to_owned(),
+            details.original_size.to_string(),
+        ),
+        ("error".to_owned(), details.error.clone()),
+        ("failure".to_owned(), failure.as_str().to_owned()),
+    ]);
+    let info = tonic_types::pb::ErrorInfo {
+        reason: why.to_owned(),
+        domain: DOMAIN.to_owned(),
+        metadata,
+    };
+    let message = wire_message(error);
+    let status = tonic_types::pb::Status {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![
+            Any {
+                type_url: tonic_types::ErrorInfo::TYPE_URL.to_owned(),
+                value: info.encode_to_vec(),
+            },
+            Any {
+                type_url: PAYLOAD_DETAILS_TYPE_URL.to_owned(),
+                value: convert::retrieval_failed_details(details, failure.as_str())
+                    .encode_to_vec(),
+            },
+        ],
+    };
+    Status::with_details(code, message, status.encode_to_vec().into())
+}
+
+/// The [`v1::PayloadRetrievalFailedDetails`] a status carries, if any.
+pub fn payload_details(status: &Status) -> Option<v1::PayloadRetrievalFailedDetails> {
+    let rpc = tonic_types::pb::Status::decode(status.details()).ok()?;
+    rpc.details
+        .iter()
+        .find(|any| any.type_url == PAYLOAD_DETAILS_TYPE_URL)
+        .and_then(|any| v1::PayloadRetrievalFailedDetails::decode(any.value.as_slice()).ok())
+}
+
+/// The status of a payload call on a server whose payload offloading is
+/// off: `FAILED_PRECONDITION`, reason `PAYLOAD_OFFLOAD_DISABLED`.
+pub fn payload_offload_disabled() -> Status {
+    let details = ErrorDetails::with_error_info(
+        reason::PAYLOAD_OFFLOAD_DISABLED,
+        DOMAIN,
+        HashMap::from([("key".to_owned(), "payload_offload.enabled".to_owned())]),
+    );
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        "payload offloading is off on this server: payload_offload.enabled is false",
+        details,
+    )
 }
 
 /// The [`Status`] a domain error is sent as.
 pub fn to_status(error: &Error) -> Status {
+    if let Some((failure, details)) = error.payload_details() {
+        return payload_status(error, failure, details);
+    }
     let mut meta = HashMap::new();
     let (code, why) = match error {
         Error::InvalidName { kind, .. } => {
@@ -122,7 +252,11 @@ pub fn from_status(status: &Status) -> Error {
     let get = |k: &str| info.metadata.get(k).cloned().unwrap_or_default();
     let stream = || StreamName::new(get("stream"));
     let queue = || QueueName::new(get("queue"));
+    if let Some(failure) = payload_failure_of(&info.reason) {
+        return payload_error(status, failure, &get).unwrap_or_else(|| Error::Storage(message));
+    }
     match info.reason.as_str() {
+        reason::PAYLOAD_OFFLOAD_DISABLED => Error::InvalidArgument(message),
         reason::INVALID_NAME => Error::InvalidArgument(message),
         reason::UNAVAILABLE => Error::Unavailable(message),
         reason::STORAGE => Error::Storage(message),
@@ -161,6 +295,35 @@ pub fn from_status(status: &Status) -> Error {
         },
         _ => by_code(status.code(), message),
     }
+}
+
+/// The retrieval error of a `PAYLOAD_*` status: from the typed detail, or
+/// from the `ErrorInfo` metadata when a proxy dropped it.
+fn payload_error(
+    status: &Status,
+    failure: PayloadFailure,
+    get: &dyn Fn(&str) -> String,
+) -> Option<Error> {
+    let details = match payload_details(status) {
+        Some(wire) => convert::payload_retrieval_failed_details(wire).ok()?,
+        None => {
+            let storage_type = match get("storage_type").as_str() {
+                "filesystem" => wharf_core::PayloadStorageType::Filesystem,
+                "s3" => wharf_core::PayloadStorageType::S3,
+                "gcs" => wharf_core::PayloadStorageType::Gcs,
+                "memory" => wharf_core::PayloadStorageType::Memory,
+                _ => return None,
+            };
+            PayloadRetrievalFailedDetails {
+                storage_type,
+                uri: get("uri"),
+                content_hash: get("content_hash").parse().ok()?,
+                original_size: get("original_size").parse().ok()?,
+                error: get("error"),
+            }
+        }
+    };
+    Some(Error::payload_retrieval(failure, details))
 }
 
 fn by_code(code: Code, message: String) -> Error {
@@ -321,6 +484,96 @@ mod tests {
         assert_eq!(from_rpc_status(&rpc), e);
         let bad = Error::InvalidArgument("malformed receipt `x`".into());
         assert_eq!(from_rpc_status(&to_rpc_status(&bad)), bad);
+    }
+
+    fn retrieval_details() -> PayloadRetrievalFailedDetails {
+        PayloadRetrievalFailedDetails {
+            storage_type: wharf_core::PayloadStorageType::Filesystem,
+            uri: format!("file:///p/{}.bin", "ab".repeat(32)),
+            content_hash: wharf_core::ContentHash([0xab; 32]),
+            original_size: 5 << 20,
+            error: "sha-256 mismatch".into(),
+        }
+    }
+
+    #[test]
+    fn payload_failures_map_to_their_codes_and_round_trip() {
+        for (failure, code, why) in [
+            (
+                PayloadFailure::IntegrityFailed,
+                Code::DataLoss,
+                reason::PAYLOAD_INTEGRITY_FAILED,
+            ),
+            (
+                PayloadFailure::NotFound,
+                Code::NotFound,
+                reason::PAYLOAD_NOT_FOUND,
+            ),
+            (
+                PayloadFailure::AccessDenied,
+                Code::PermissionDenied,
+                reason::PAYLOAD_ACCESS_DENIED,
+            ),
+            (
+                PayloadFailure::Timeout,
+                Code::Unavailable,
+                reason::PAYLOAD_TIMEOUT,
+            ),
+            (
+                PayloadFailure::Unavailable,
+                Code::Unavailable,
+                reason::PAYLOAD_UNAVAILABLE,
+            ),
+        ] {
+            let e = Error::payload_retrieval(failure, retrieval_details());
+            let status = to_status(&e);
+            assert_eq!(status.code(), code, "{failure:?}");
+            let details = status.get_error_details();
+            let info = details.error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, why);
+            assert_eq!(info.metadata["content_hash"], "ab".repeat(32));
+            assert_eq!(info.metadata["uri"], retrieval_details().uri);
+            assert_eq!(info.metadata["original_size"], (5 << 20).to_string());
+            assert_eq!(from_status(&status), e, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn payload_failures_carry_the_typed_details() {
+        let e = Error::payload_retrieval(PayloadFailure::IntegrityFailed, retrieval_details());
+        let wire = payload_details(&to_status(&e)).expect("typed detail");
+        assert_eq!(wire.uri, retrieval_details().uri);
+        assert_eq!(wire.content_hash.as_ref(), &[0xab; 32]);
+        assert_eq!(wire.original_size, 5 << 20);
+        assert_eq!(wire.failure, "integrity_failed");
+        assert_eq!(wire.error, "sha-256 mismatch");
+    }
+
+    #[test]
+    fn payload_failures_rebuild_from_error_info_alone() {
+        let e = Error::payload_retrieval(PayloadFailure::NotFound, retrieval_details());
+        let full = to_status(&e);
+        // As a proxy that keeps only the standard details would pass it on.
+        let info = full.get_error_details().error_info().cloned().unwrap();
+        let stripped = Status::with_error_details(
+            full.code(),
+            full.message(),
+            ErrorDetails::with_error_info(info.reason, info.domain, info.metadata),
+        );
+        assert!(payload_details(&stripped).is_none());
+        assert_eq!(from_status(&stripped), e);
+    }
+
+    #[test]
+    fn offloading_disabled_is_a_failed_precondition_naming_the_key() {
+        let status = payload_offload_disabled();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status.message().contains("payload_offload.enabled"),
+            "{}",
+            status.message()
+        );
+        assert!(matches!(from_status(&status), Error::InvalidArgument(m) if m.contains("payload_offload.enabled")));
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Loading the configuration: a YAML file, then `WHARF_<SECTION>__<KEY>`
 //! environment overrides, then the typed [`Config`] with its defaults.
 //!
+//! Nested sections take one `__` per level, e.g.
+//! `WHARF_PAYLOAD_OFFLOAD__ENABLED=true` or
+//! `WHARF_PAYLOAD_OFFLOAD__S3__BUCKET=payloads`. A value is read as YAML
+//! would read it (`true` a boolean, `5` a number), or as the plain string
+//! where the key takes a string, so a bucket named `2024` stays a name.
+//!
 //! Errors name the file (or variable) and the key, e.g.
 //! `wharf.yaml: server.grpc_listen: invalid socket address syntax`.
 
@@ -86,26 +92,57 @@ pub fn load(
             continue;
         }
         let keys: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
-        set(&mut root, &keys, scalar(&value));
-        from_env.push((keys.join("."), name));
+        let typed = scalar(&value);
+        let retyped = !matches!(typed, Value::String(_));
+        set(&mut root, &keys, typed);
+        from_env.push(EnvValue {
+            key: keys.join("."),
+            keys,
+            var: name,
+            raw: retyped.then_some(value),
+        });
     }
     default_storage_type(&mut root);
-    let origin_of = |key: &str| {
+    let origin_of = |from_env: &[EnvValue], key: &str| {
         from_env
             .iter()
-            .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(key))
-            .map(|(_, var)| format!("environment variable {var}"))
+            .find(|v| key.starts_with(v.key.as_str()) || v.key.starts_with(key))
+            .map(|v| format!("environment variable {}", v.var))
             .or_else(|| path.map(|p| format!("config file {}", p.display())))
             .unwrap_or_else(|| "configuration".to_owned())
     };
-    serde_path_to_error::deserialize(root).map_err(|e| {
-        let key = e.path().to_string();
-        ConfigError::Invalid {
-            origin: origin_of(&key),
-            key,
-            message: e.into_inner().to_string(),
+    loop {
+        let error = match serde_path_to_error::deserialize(root.clone()) {
+            Ok(config) => return Ok(config),
+            Err(e) => e,
+        };
+        let key = error.path().to_string();
+        // A value YAML read as a number or boolean where the key takes a
+        // string (`2024` as a bucket name): try it as the string it was.
+        if let Some(v) = from_env
+            .iter_mut()
+            .find(|v| v.key == key && v.raw.is_some())
+            && let Some(raw) = v.raw.take()
+        {
+            set(&mut root, &v.keys, Value::String(raw));
+            continue;
         }
-    })
+        return Err(ConfigError::Invalid {
+            origin: origin_of(&from_env, &key),
+            key,
+            message: error.into_inner().to_string(),
+        });
+    }
+}
+
+/// A configuration value set by an environment variable.
+struct EnvValue {
+    /// The dotted key path, as deserialization errors name it.
+    key: String,
+    keys: Vec<String>,
+    var: String,
+    /// The text, while the value stands as the number or boolean YAML read.
+    raw: Option<String>,
 }
 
 /// `storage.type` defaults to `embedded`, so `storage: { path: … }` (or a
@@ -240,6 +277,69 @@ mod tests {
         let err = load(None, env).unwrap_err().to_string();
         assert!(err.contains("WHARF_SERVER__HTTP_LISTEN"), "{err}");
         assert!(err.contains("server.http_listen"), "{err}");
+    }
+
+    #[test]
+    fn payload_offload_section_is_read_from_the_file() {
+        let f = file(
+            "payload_offload:\n  enabled: true\n  threshold_bytes: 65536\n  store_type: s3\n  \
+             s3: { bucket: b, prefix: events/, region: eu-west-1, endpoint: http://127.0.0.1:9000 }\n  \
+             compression: zstd\n  ttl_days: 7\n  reaper_interval_hours: 1\n  \
+             retry: { max_attempts: 5, timeout: 10s, backoff: 50ms }\n\
+             limits:\n  max_payload_bytes: 209715200\n",
+        );
+        let c = load(Some(f.path()), []).unwrap();
+        let p = &c.payload_offload;
+        assert!(p.enabled);
+        assert_eq!(p.threshold_bytes, 65536);
+        assert_eq!(p.store_type, wharf_core::PayloadStorageType::S3);
+        let s3 = p.s3.as_ref().unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("b", "events/"));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(p.ttl_days, 7);
+        assert_eq!(p.retry.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.limits.max_payload_bytes, 200 << 20);
+    }
+
+    #[test]
+    fn payload_offload_keys_are_overridden_by_nested_environment_variables() {
+        let f = file("payload_offload:\n  enabled: false\n  threshold_bytes: 1000\n");
+        let env = [
+            ("WHARF_PAYLOAD_OFFLOAD__ENABLED".into(), "true".into()),
+            ("WHARF_PAYLOAD_OFFLOAD__THRESHOLD_BYTES".into(), "65536".into()),
+            ("WHARF_PAYLOAD_OFFLOAD__STORE_TYPE".into(), "s3".into()),
+            ("WHARF_PAYLOAD_OFFLOAD__S3__BUCKET".into(), "2024".into()),
+            ("WHARF_PAYLOAD_OFFLOAD__S3__ACCESS_KEY_ID".into(), "12345".into()),
+            ("WHARF_PAYLOAD_OFFLOAD__FILESYSTEM__BASE_PATH".into(), "/srv/p".into()),
+            ("WHARF_PAYLOAD_OFFLOAD__RETRY__TIMEOUT".into(), "3s".into()),
+        ];
+        let c = load(Some(f.path()), env).unwrap();
+        let p = &c.payload_offload;
+        assert!(p.enabled);
+        assert_eq!(p.threshold_bytes, 65536);
+        let s3 = p.s3.as_ref().unwrap();
+        assert_eq!(s3.bucket, "2024", "a numeric-looking bucket stays a string");
+        assert_eq!(s3.access_key_id.as_deref(), Some("12345"));
+        assert_eq!(s3.region, "us-east-1");
+        assert_eq!(p.filesystem.base_path, Path::new("/srv/p"));
+        assert_eq!(p.retry.timeout, std::time::Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_bad_payload_offload_value_names_the_variable_and_key() {
+        let env = [(
+            "WHARF_PAYLOAD_OFFLOAD__THRESHOLD_BYTES".into(),
+            "lots".into(),
+        )];
+        let err = load(None, env).unwrap_err().to_string();
+        assert!(
+            err.contains("WHARF_PAYLOAD_OFFLOAD__THRESHOLD_BYTES")
+                && err.contains("payload_offload.threshold_bytes"),
+            "{err}"
+        );
+        let env = [("WHARF_PAYLOAD_OFFLOAD__ENABLED".into(), "7".into())];
+        let err = load(None, env).unwrap_err().to_string();
+        assert!(err.contains("payload_offload.enabled"), "{err}");
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! The gRPC services over the engine: `wharf.v1.Streams` here,
-//! `wharf.v1.Queues` in [`queues`].
+//! `wharf.v1.Queues` in [`queues`], `wharf.v1.Payloads` in [`payloads`].
+//!
+//! Reads fetch offloaded payloads themselves, one message at a time (see
+//! `outbox`), rather than through the engine's page-at-once reads, so a read
+//! of many large events holds a bounded amount of memory. Requests that ask
+//! for payload references read the storage port directly and fetch nothing.
 
+mod outbox;
+pub mod payloads;
 pub mod queues;
 
+pub use payloads::PayloadsService;
 pub use queues::QueuesService;
 
-use std::pin::Pin;
-
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use wharf::{
@@ -18,18 +21,15 @@ use wharf::{
 use wharf_proto::convert;
 use wharf_proto::status::{invalid_field, to_status};
 use wharf_proto::v1::{
-    self, AppendRequest, AppendResponse, PositionAtRequest, PositionAtResponse, ReadAllRequest,
-    ReadResponse, ReadStreamRequest, SubscribeRequest, streams_server::Streams,
+    self, AppendRequest, AppendResponse, DeleteStreamRequest, DeleteStreamResponse,
+    PositionAtRequest, PositionAtResponse, ReadAllRequest, ReadResponse, ReadStreamRequest,
+    SubscribeRequest, streams_server::Streams,
 };
+
+use self::outbox::{EventStream, Gone, Outbox, Payloads};
 
 /// Events read from storage per round trip.
 const READ_PAGE: usize = 1024;
-/// Upper bound on one response message's event bytes; a single larger event
-/// still goes out alone.
-const MESSAGE_BYTES: usize = 1024 * 1024;
-/// Response messages buffered ahead of a slow reader, so storage reads and
-/// network writes overlap without unbounded memory.
-const AHEAD: usize = 4;
 /// Most filter event types one request may name.
 const MAX_EVENT_TYPES: usize = 64;
 
@@ -45,9 +45,16 @@ impl StreamsService {
     pub fn new(wharf: Wharf, shutdown: CancellationToken) -> Self {
         Self { wharf, shutdown }
     }
-}
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<ReadResponse, Status>> + Send>>;
+    /// How a read treats offloaded payloads.
+    fn payloads(&self, references: bool) -> Payloads {
+        if references {
+            Payloads::AsTheyAre
+        } else {
+            Payloads::Fetch(self.wharf.payload_store().cloned())
+        }
+    }
+}
 
 fn filter(prefix: String, event_types: Vec<String>) -> Result<LogFilter, Status> {
     if event_types.len() > MAX_EVENT_TYPES {
@@ -62,33 +69,35 @@ fn filter(prefix: String, event_types: Vec<String>) -> Result<LogFilter, Status>
     })
 }
 
-/// Packs events into messages of at most [`MESSAGE_BYTES`] and sends them.
-/// Returns `false` once the client is gone.
-async fn send_events(
-    tx: &mpsc::Sender<Result<ReadResponse, Status>>,
-    events: impl IntoIterator<Item = RecordedEvent>,
-) -> bool {
-    let mut message = ReadResponse::default();
-    let mut bytes = 0;
-    for event in events {
-        let size = event.data.len() + 128;
-        if bytes + size > MESSAGE_BYTES && !message.events.is_empty() {
-            if tx.send(Ok(std::mem::take(&mut message))).await.is_err() {
-                return false;
-            }
-            bytes = 0;
-        }
-        bytes += size;
-        message.events.push(event.into());
-    }
-    message.events.is_empty() || tx.send(Ok(message)).await.is_ok()
-}
-
 fn limit_of(limit: u64) -> usize {
     if limit == 0 {
         usize::MAX
     } else {
         usize::try_from(limit).unwrap_or(usize::MAX)
+    }
+}
+
+/// A subscription that resolves payloads through the engine (which
+/// dead-letters events whose payload cannot be retrieved), or one on the
+/// storage port that leaves references as they are.
+enum Source {
+    Resolved(wharf::Subscription),
+    References(wharf_storage::Subscription),
+}
+
+impl Source {
+    async fn next(&mut self) -> wharf::Result<SubscriptionItem> {
+        match self {
+            Self::Resolved(s) => s.next().await,
+            Self::References(s) => s.next().await,
+        }
+    }
+
+    async fn drain_buffered(&mut self) -> wharf::Result<Vec<RecordedEvent>> {
+        match self {
+            Self::Resolved(s) => s.drain_buffered().await,
+            Self::References(s) => Ok(s.drain_buffered().collect()),
+        }
     }
 }
 
@@ -132,22 +141,23 @@ impl Streams for StreamsService {
         let start = r
             .from_version
             .map_or(StreamStart::Edge, StreamStart::Version);
-        // The first page is read before answering, so a missing stream is
-        // the call's status rather than an error mid-stream.
-        let first = self
-            .wharf
+        // Pages come unresolved from the port; the outbox fetches payloads
+        // as it sends. The first page is read before answering, so a
+        // missing stream is the call's status rather than an error
+        // mid-stream.
+        let log = self.wharf.event_log();
+        let first = log
             .read_stream(&stream, start, direction, remaining.min(READ_PAGE))
             .await
             .map_err(|e| to_status(&e))?;
-        let (tx, rx) = mpsc::channel(AHEAD);
-        let wharf = self.wharf.clone();
+        let (outbox, events) = Outbox::new(self.payloads(r.payload_references));
         tokio::spawn(async move {
             let mut page = first;
             loop {
                 let n = page.len();
                 remaining -= n;
                 let next = page.last().map(|e| e.stream_version);
-                if !send_events(&tx, page).await || n < READ_PAGE || remaining == 0 {
+                if outbox.send_events(page).await.is_err() || n < READ_PAGE || remaining == 0 {
                     return;
                 }
                 let start = match (direction, next) {
@@ -155,19 +165,16 @@ impl Streams for StreamsService {
                     (ReadDirection::Backwards, Some(0)) | (_, None) => return,
                     (ReadDirection::Backwards, Some(v)) => StreamStart::Version(v - 1),
                 };
-                page = match wharf
+                page = match log
                     .read_stream(&stream, start, direction, remaining.min(READ_PAGE))
                     .await
                 {
                     Ok(page) => page,
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(&e))).await;
-                        return;
-                    }
+                    Err(e) => return outbox.fail(&e).await,
                 };
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(events))
     }
 
     type ReadAllStream = EventStream;
@@ -182,19 +189,13 @@ impl Streams for StreamsService {
         let mut from = Position(r.from_position);
         // Reads to the head as it was when the call arrived.
         let end = self.wharf.head();
-        let (tx, rx) = mpsc::channel(AHEAD);
-        let wharf = self.wharf.clone();
+        let log = self.wharf.event_log();
+        let (outbox, events) = Outbox::new(self.payloads(r.payload_references));
         tokio::spawn(async move {
             while from < end && remaining > 0 {
-                let page = match wharf
-                    .read_all(from, &filter, remaining.min(READ_PAGE))
-                    .await
-                {
+                let page = match log.read_all(from, &filter, remaining.min(READ_PAGE)).await {
                     Ok(page) => page,
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(&e))).await;
-                        return;
-                    }
+                    Err(e) => return outbox.fail(&e).await,
                 };
                 from = page.next;
                 let events: Vec<_> = page
@@ -203,12 +204,12 @@ impl Streams for StreamsService {
                     .filter(|e| e.position < end)
                     .collect();
                 remaining -= events.len();
-                if !send_events(&tx, events).await {
+                if outbox.send_events(events).await.is_err() {
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(events))
     }
 
     type SubscribeStream = EventStream;
@@ -219,49 +220,54 @@ impl Streams for StreamsService {
     ) -> Result<Response<EventStream>, Status> {
         let r = request.into_inner();
         let filter = filter(r.stream_prefix, r.event_types)?;
-        let mut subscription = self.wharf.subscribe(Position(r.from_position), filter);
-        let (tx, rx) = mpsc::channel(AHEAD);
+        let from = Position(r.from_position);
+        let mut subscription = if r.payload_references {
+            Source::References(wharf_storage::Subscription::new(
+                self.wharf.event_log(),
+                from,
+                filter,
+            ))
+        } else {
+            Source::Resolved(self.wharf.subscribe(from, filter))
+        };
+        // Events come resolved (or as references) already.
+        let (outbox, events) = Outbox::new(Payloads::AsTheyAre);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
                     item = subscription.next() => item,
-                    () = tx.closed() => return,
+                    () = outbox.closed() => return,
                     () = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
+                        let _ = outbox.send(Err(Status::unavailable("server is shutting down"))).await;
                         return;
                     }
                 };
-                let sent = match item {
+                let sent: Result<(), Gone> = match item {
                     Ok(SubscriptionItem::Event(first)) => {
                         let mut page = vec![first];
                         match subscription.drain_buffered().await {
                             Ok(rest) => page.extend(rest),
-                            Err(e) => {
-                                let _ = tx.send(Err(to_status(&e))).await;
-                                return;
-                            }
+                            Err(e) => return outbox.fail(&e).await,
                         }
-                        send_events(&tx, page).await
+                        outbox.send_events(page).await
                     }
-                    Ok(SubscriptionItem::CaughtUp) => tx
-                        .send(Ok(ReadResponse {
-                            events: vec![],
-                            caught_up: true,
-                        }))
-                        .await
-                        .is_ok(),
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(&e))).await;
-                        return;
+                    Ok(SubscriptionItem::CaughtUp) => {
+                        outbox
+                            .send(Ok(ReadResponse {
+                                events: vec![],
+                                caught_up: true,
+                            }))
+                            .await
                     }
+                    Err(e) => return outbox.fail(&e).await,
                 };
-                if !sent {
+                if sent.is_err() {
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(events))
     }
 
     async fn position_at(
@@ -277,5 +283,20 @@ impl Streams for StreamsService {
         Ok(Response::new(v1::PositionAtResponse {
             position: position.map(|p| p.0),
         }))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<DeleteStreamRequest>,
+    ) -> Result<Response<DeleteStreamResponse>, Status> {
+        let r = request.into_inner();
+        let stream = convert::stream_name(r.stream)?;
+        let expected = convert::expected_version(r.expected_version);
+        let deleted = self
+            .wharf
+            .delete_stream(&stream, expected)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(DeleteStreamResponse { deleted }))
     }
 }

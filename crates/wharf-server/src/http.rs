@@ -1,9 +1,20 @@
-//! The HTTP admin API: health, readiness, queues and Prometheus metrics.
+//! The HTTP admin API: health, readiness, queues, the payload store and
+//! Prometheus metrics.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /healthz`, `GET /readyz` | `ok` / `ready` (503 while shutting down) |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /admin/queues`, `GET /admin/queues/{name}` | queues with settings and stats |
+//! | `GET /admin/payload-store/stats` | `{objects, bytes, storage_type}` |
+//! | `POST /admin/payload-store/cleanup?age=7d[&dry_run=true]` | `{scanned, deleted, bytes_freed, kept_referenced, dry_run}` |
 //!
 //! Errors are JSON, `{"error": {"reason", "message", "metadata"}}`, with the
 //! same `reason` and `metadata` as the gRPC status detail (they are made by
 //! the one mapping in `wharf_proto::status`) and the HTTP status matching the
 //! gRPC code.
+
+mod payload_store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,14 +23,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::formatting::{
     sanitize_label_value, write_help_line, write_metric_line, write_type_line,
 };
 use serde::Serialize;
-use tonic::Code;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use wharf::{QueueInfo, QueueName, QueueSettings, QueueStats, Wharf};
 use wharf_proto::status::to_status;
@@ -30,6 +42,8 @@ pub(crate) struct AdminState {
     pub(crate) metrics: PrometheusHandle,
     /// False once shutdown begins, so load balancers stop sending work.
     pub(crate) ready: Arc<AtomicBool>,
+    /// Fires at shutdown; long admin work (a cleanup) stops then.
+    pub(crate) shutdown: CancellationToken,
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
@@ -39,6 +53,8 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/queues", get(list_queues))
         .route("/admin/queues/{name}", get(get_queue))
+        .route("/admin/payload-store/stats", get(payload_store::stats))
+        .route("/admin/payload-store/cleanup", post(payload_store::cleanup))
         .with_state(state)
 }
 
@@ -240,12 +256,20 @@ async fn get_queue(
     Ok(Json(queue.into()))
 }
 
-/// A domain error as an HTTP JSON error.
-struct ApiError(wharf::Error);
+/// An error as an HTTP JSON error: a domain error, or a status made for a
+/// request the engine never saw, mapped as gRPC sends it.
+#[derive(Debug)]
+struct ApiError(Status);
 
 impl From<wharf::Error> for ApiError {
     fn from(e: wharf::Error) -> Self {
-        Self(e)
+        Self(to_status(&e))
+    }
+}
+
+impl From<Status> for ApiError {
+    fn from(status: Status) -> Self {
+        Self(status)
     }
 }
 
@@ -263,12 +287,13 @@ struct ErrorJson {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = to_status(&self.0);
+        let status = self.0;
         let info = status.get_error_details().error_info().cloned();
         let code = match status.code() {
             Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -15,12 +15,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wharf::{Config, Wharf};
+use wharf::{Config, PayloadFailure, Wharf};
+use wharf_payload::metrics as payload_metrics;
+use wharf_proto::v1::payloads_server::PayloadsServer;
 use wharf_proto::v1::queues_server::QueuesServer;
 use wharf_proto::v1::streams_server::StreamsServer;
 
@@ -37,6 +39,62 @@ const MESSAGE_FRAMING_BYTES: usize = 256;
 const DELIVERY_FRAMING_BYTES: usize = 256;
 /// The smallest response limit, for pages of events and lists of queues.
 const MIN_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Bucket bounds, in seconds, of the payload store's latency histograms:
+/// from a small local file to a large object over a slow link.
+const PAYLOAD_LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The largest gRPC message each service accepts and sends, in bytes.
+///
+/// They follow from the limits, so raising `limits.max_payload_bytes` (or
+/// the batch limits) raises them too: a request is at most a full inline
+/// batch plus one payload of the largest size, and a response one page of
+/// events (one event when it is large) or 100 deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Append requests.
+    pub streams_request: usize,
+    /// Pages of read and subscription answers.
+    pub streams_response: usize,
+    /// Enqueue requests.
+    pub queues_request: usize,
+    /// Dequeue answers.
+    pub queues_response: usize,
+    /// Put requests and get answers of the payload store.
+    pub payloads: usize,
+}
+
+impl MessageLimits {
+    /// The limits the server runs with under `config`.
+    pub fn of(config: &Config) -> Self {
+        let limits = config.limits;
+        // Data over the inline limit travels only when it is offloaded.
+        let offloaded = if config.payload_offload.enabled {
+            limits.max_payload_bytes
+        } else {
+            0
+        };
+        let largest_data = limits.max_event_bytes.max(offloaded);
+        // The largest enqueue the limits allow, and the largest dequeue
+        // answer: 100 messages of the largest data.
+        let max_enqueue = limits.max_batch_bytes
+            + limits
+                .max_batch_events
+                .saturating_mul(MESSAGE_FRAMING_BYTES)
+            + ENVELOPE_BYTES;
+        let max_dequeue = (wharf_core::queue::MAX_DEQUEUE_BATCH as usize)
+            .saturating_mul(largest_data + DELIVERY_FRAMING_BYTES)
+            .saturating_add(ENVELOPE_BYTES);
+        Self {
+            streams_request: limits.max_batch_bytes + offloaded + ENVELOPE_BYTES,
+            streams_response: (largest_data + ENVELOPE_BYTES).max(MIN_RESPONSE_BYTES),
+            queues_request: max_enqueue + offloaded,
+            queues_response: max_dequeue.max(MIN_RESPONSE_BYTES),
+            payloads: largest_data + ENVELOPE_BYTES,
+        }
+    }
+}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,16 +130,60 @@ fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // The payload store's latencies as histograms (not the
+            // exporter's default summaries), so they aggregate across nodes.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Prefix("payload_store_".into()),
+                    PAYLOAD_LATENCY_BUCKETS,
+                )
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "payload latency buckets refused; using summaries");
+                    PrometheusBuilder::new()
+                });
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!(
                     "a metrics recorder was already installed; /metrics shows only Wharf's own"
                 );
             }
+            payload_metrics::describe();
             handle
         })
         .clone()
+}
+
+/// Registers the payload store's counters at 0, so they are on `/metrics`
+/// from the start (and `rate()` over them works) rather than from their
+/// first event.
+fn register_payload_series(wharf: &Wharf) {
+    let Some(store) = wharf.payload_store() else {
+        return;
+    };
+    let label = store.storage_type().as_str();
+    for name in [
+        payload_metrics::PUT_TOTAL,
+        payload_metrics::PUT_BYTES_TOTAL,
+        payload_metrics::GET_TOTAL,
+        payload_metrics::CLEANUP_DELETED_TOTAL,
+    ] {
+        metrics::counter!(name, payload_metrics::LABEL_STORE => label).increment(0);
+    }
+    for failure in [
+        PayloadFailure::NotFound,
+        PayloadFailure::IntegrityFailed,
+        PayloadFailure::AccessDenied,
+        PayloadFailure::Timeout,
+        PayloadFailure::Unavailable,
+    ] {
+        metrics::counter!(
+            payload_metrics::GET_ERRORS_TOTAL,
+            payload_metrics::LABEL_STORE => label,
+            payload_metrics::LABEL_FAILURE => failure.as_str()
+        )
+        .increment(0);
+    }
 }
 
 /// Binds `addr`, returning the listener and the address it got (the port
@@ -113,29 +215,23 @@ impl Server {
         let (http, http_addr) = listen("HTTP admin", config.server.http_listen).await?;
         let metrics = prometheus();
         let wharf = Wharf::open(config).await?;
+        register_payload_series(&wharf);
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(true));
-        let limits = config.limits;
-        let max_message = limits.max_batch_bytes + ENVELOPE_BYTES;
+        let sizes = MessageLimits::of(config);
         let streams =
             StreamsServer::new(grpc::StreamsService::new(wharf.clone(), shutdown.clone()))
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message.max(MIN_RESPONSE_BYTES));
-        // The largest enqueue the limits allow, and the largest dequeue
-        // answer: 100 messages at the inline limit.
-        let max_enqueue = limits.max_batch_bytes
-            + limits
-                .max_batch_events
-                .saturating_mul(MESSAGE_FRAMING_BYTES)
-            + ENVELOPE_BYTES;
-        let max_dequeue = (wharf_core::queue::MAX_DEQUEUE_BATCH as usize)
-            .saturating_mul(limits.max_event_bytes + DELIVERY_FRAMING_BYTES)
-            + ENVELOPE_BYTES;
+                .max_decoding_message_size(sizes.streams_request)
+                .max_encoding_message_size(sizes.streams_response);
         let queues = QueuesServer::new(grpc::QueuesService::new(wharf.clone(), shutdown.clone()))
-            .max_decoding_message_size(max_enqueue)
-            .max_encoding_message_size(max_dequeue.max(MIN_RESPONSE_BYTES));
+            .max_decoding_message_size(sizes.queues_request)
+            .max_encoding_message_size(sizes.queues_response);
+        let payloads =
+            PayloadsServer::new(grpc::PayloadsService::new(wharf.clone(), shutdown.clone()))
+                .max_decoding_message_size(sizes.payloads)
+                .max_encoding_message_size(sizes.payloads);
         let stop = shutdown.clone();
         tasks.spawn(async move {
             // `Server::tcp_nodelay` applies only to listeners tonic binds
@@ -152,6 +248,7 @@ impl Server {
                 .tcp_nodelay(true)
                 .add_service(streams)
                 .add_service(queues)
+                .add_service(payloads)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await;
             if let Err(e) = served {
@@ -162,6 +259,7 @@ impl Server {
             wharf: wharf.clone(),
             metrics,
             ready: ready.clone(),
+            shutdown: shutdown.clone(),
         });
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -207,5 +305,28 @@ impl Server {
         self.tasks.wait().await;
         self.wharf.close().await;
         tracing::info!("wharf stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_limits_make_room_for_an_offloaded_payload_only_when_offloading_is_on() {
+        let mut config = Config::default();
+        let off = MessageLimits::of(&config);
+        assert_eq!(off.streams_request, (16 << 20) + ENVELOPE_BYTES);
+        assert_eq!(off.payloads, (1 << 20) + ENVELOPE_BYTES);
+        config.payload_offload.enabled = true;
+        let on = MessageLimits::of(&config);
+        let payload = config.limits.max_payload_bytes;
+        assert_eq!(on.streams_request, (16 << 20) + payload + ENVELOPE_BYTES);
+        assert_eq!(on.queues_request, off.queues_request + payload);
+        assert!(on.streams_response >= payload + ENVELOPE_BYTES);
+        assert!(on.queues_response >= 100 * payload);
+        assert_eq!(on.payloads, payload + ENVELOPE_BYTES);
+        config.limits.max_payload_bytes = 300 << 20;
+        assert!(MessageLimits::of(&config).payloads > 300 << 20);
     }
 }

@@ -139,6 +139,7 @@ async fn oversized_event_and_batch_are_rejected_and_write_nothing() {
         max_event_bytes: 1024,
         max_batch_events: 10,
         max_batch_bytes: 4096,
+        ..wharf_core::Limits::default()
     };
     let r = start_with(limits).await;
     let err = r

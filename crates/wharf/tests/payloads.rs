@@ -570,3 +570,45 @@ async fn a_100_mib_payload_round_trips_without_several_copies_in_memory() {
     );
     f.wharf.close().await;
 }
+
+#[tokio::test]
+async fn the_reaper_runs_on_its_interval_without_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let payloads = dir.path().join("payloads");
+    let mut config = Config::embedded(dir.path().join("data"));
+    config.payload_offload = offload_config(&payloads);
+    config.payload_offload.reaper_interval_hours = 24;
+    let clock = ManualClock::new(Timestamp::from_system_time(SystemTime::now()));
+    let wharf = Wharf::open_with_clock(&config, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    for (name, seed) in [("gone", 20), ("kept", 21)] {
+        wharf
+            .append(
+                &stream(name),
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Big", blob(100_000, seed))],
+            )
+            .await
+            .unwrap();
+    }
+    wharf
+        .delete_stream(&stream("gone"), ExpectedVersion::Any)
+        .await
+        .unwrap();
+    assert_eq!(objects(&payloads).len(), 2);
+    // Past the TTL, then one interval: the reaper wakes on the clock.
+    clock.advance(31 * DAY);
+    clock.advance(Duration::from_secs(24 * 3600));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while objects(&payloads).len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reaper did not run: {:?}",
+            objects(&payloads)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(read(&wharf, "kept").await.unwrap()[0].data, blob(100_000, 21));
+    wharf.close().await;
+}

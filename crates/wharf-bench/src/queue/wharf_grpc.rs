@@ -5,7 +5,12 @@
 //!   HTTP/2 connection, so `enqueue_single_c32` is 32 concurrent requests on it.
 //! - Receive: `dequeue` with `max_messages` up to 100 and the workload's wait as long poll,
 //!   each consumer on its own connection.
-//! - Ack: one `ack_batch` with the batch's receipts.
+//! - Ack: one `ack_batch` with the batch's receipts, kept in flight while the consumer
+//!   dequeues its next batch (AMQP and JetStream acknowledgements are one-way messages;
+//!   this is the same overlap with every outcome still checked). The next ack, or
+//!   `close`, first waits for the previous one and fails if any receipt failed, so at
+//!   most one batch per consumer is unconfirmed, and the drain only ends once every ack
+//!   is durable.
 
 use std::path::Path;
 use std::time::Duration;
@@ -98,6 +103,7 @@ impl Peer for WharfGrpc {
         Ok(WharfConsumer {
             client,
             queue: self.queue.clone(),
+            acking: None,
         })
     }
 
@@ -148,6 +154,32 @@ impl Producer for WharfProducer {
 pub struct WharfConsumer {
     client: Client,
     queue: QueueName,
+    /// The acknowledgement in flight, if any.
+    acking: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl WharfConsumer {
+    /// Waits for the acknowledgement in flight and checks every outcome.
+    async fn settle(&mut self) -> anyhow::Result<()> {
+        match self.acking.take() {
+            Some(acking) => acking.await.context("an ack task panicked")?,
+            None => Ok(()),
+        }
+    }
+}
+
+async fn ack_all(client: Client, queue: QueueName, receipts: Vec<Receipt>) -> anyhow::Result<()> {
+    let outcomes = client.ack_batch(&queue, &receipts).await?;
+    ensure!(
+        outcomes.len() == receipts.len(),
+        "{} outcomes for {} receipts",
+        outcomes.len(),
+        receipts.len()
+    );
+    for outcome in outcomes {
+        outcome.context("acknowledging a Wharf delivery")?;
+    }
+    Ok(())
 }
 
 impl Consumer for WharfConsumer {
@@ -168,20 +200,13 @@ impl Consumer for WharfConsumer {
     }
 
     async fn ack(&mut self, receipts: Vec<Receipt>) -> anyhow::Result<()> {
-        let outcomes = self.client.ack_batch(&self.queue, &receipts).await?;
-        ensure!(
-            outcomes.len() == receipts.len(),
-            "{} outcomes for {} receipts",
-            outcomes.len(),
-            receipts.len()
-        );
-        for outcome in outcomes {
-            outcome.context("acknowledging a Wharf delivery")?;
-        }
+        self.settle().await?;
+        let (client, queue) = (self.client.clone(), self.queue.clone());
+        self.acking = Some(tokio::spawn(ack_all(client, queue, receipts)));
         Ok(())
     }
 
-    async fn close(self) -> anyhow::Result<()> {
-        Ok(())
+    async fn close(mut self) -> anyhow::Result<()> {
+        self.settle().await
     }
 }

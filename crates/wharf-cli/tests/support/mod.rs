@@ -223,10 +223,15 @@ pub fn line_channel(source: impl Read + Send + 'static) -> Receiver<String> {
 pub struct Server {
     pub child: ChildGuard,
     pub grpc: SocketAddr,
+    /// The HTTP admin API.
+    pub http: SocketAddr,
     pub data: PathBuf,
     pub logs: Arc<Mutex<String>>,
     pub _dir: Option<TempDir>,
 }
+
+/// Payloads over this are offloaded by [`Server::start_offloading`].
+pub const THRESHOLD: usize = 64 * 1024;
 
 impl Server {
     /// A server on a fresh data directory.
@@ -237,11 +242,63 @@ impl Server {
         server
     }
 
+    /// A server on a fresh data directory that offloads payloads over
+    /// [`THRESHOLD`] to a filesystem store in [`Server::payload_dir`],
+    /// configured through `WHARF_PAYLOAD_OFFLOAD__…` variables.
+    pub fn start_offloading() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let payloads = dir.path().join("payloads");
+        let threshold = THRESHOLD.to_string();
+        let env = [
+            ("WHARF_PAYLOAD_OFFLOAD__ENABLED", "true"),
+            ("WHARF_PAYLOAD_OFFLOAD__THRESHOLD_BYTES", threshold.as_str()),
+            ("WHARF_PAYLOAD_OFFLOAD__STORE_TYPE", "filesystem"),
+            (
+                "WHARF_PAYLOAD_OFFLOAD__FILESYSTEM__BASE_PATH",
+                payloads.to_str().expect("a UTF-8 temporary path"),
+            ),
+            ("WHARF_PAYLOAD_OFFLOAD__REAPER_INTERVAL_HOURS", "0"),
+        ];
+        let mut server = Self::start_with(&dir.path().join("data"), &env);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Where [`Server::start_offloading`] keeps payload objects.
+    pub fn payload_dir(&self) -> PathBuf {
+        self.data
+            .parent()
+            .expect("data has a parent")
+            .join("payloads")
+    }
+
+    /// The payload object files, by name.
+    pub fn payload_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.payload_dir())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".bin"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// A server on `data`; panics unless it is serving within
     /// [`SERVER_DEADLINE`].
     pub fn start_in(data: &Path) -> Self {
+        Self::start_with(data, &[])
+    }
+
+    /// A server on `data` with the environment variables `env` set.
+    pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = serve_command(data);
+        command.envs(env.iter().copied());
         let mut child = ChildGuard(
-            serve_command(data)
+            command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -251,13 +308,20 @@ impl Server {
         let logs = Arc::new(Mutex::new(String::new()));
         let lines = line_channel(child.0.stderr.take().expect("stderr is piped"));
         let deadline = Instant::now() + SERVER_DEADLINE;
-        let grpc = loop {
+        let (grpc, http) = loop {
             match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
                     push_log(&logs, &line);
                     if let Some(rest) = line.strip_prefix("wharf serving gRPC on ") {
-                        let addr = rest.split(',').next().unwrap_or_default();
-                        break addr.parse::<SocketAddr>().expect("address in serving line");
+                        let (grpc, rest) = rest.split_once(',').unwrap_or_default();
+                        let http = rest
+                            .strip_prefix(" HTTP admin on ")
+                            .and_then(|r| r.split(' ').next())
+                            .unwrap_or_default();
+                        break (
+                            grpc.parse::<SocketAddr>().expect("gRPC address in serving line"),
+                            http.parse::<SocketAddr>().expect("HTTP address in serving line"),
+                        );
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -283,6 +347,7 @@ impl Server {
         Self {
             child,
             grpc,
+            http,
             data: data.to_owned(),
             logs,
             _dir: None,

@@ -74,7 +74,7 @@ async fn puts_leave_only_payload_files_behind() {
     for (variant, seed) in [(Variant::plain(), 1), (Variant::zstd_aes(), 2)] {
         let config = variant.apply(&config(dir.path()));
         let store = PayloadStore::from_config(&config, Arc::new(test_clock())).expect("store");
-        for size in [1, 5000, 3 << 20] {
+        for size in [100, 5000, 3 << 20] {
             store.put(&payload(seed, size)).await.expect("put");
         }
     }

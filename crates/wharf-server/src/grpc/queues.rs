@@ -79,12 +79,23 @@ impl Queues for QueuesService {
             max_messages: r.max_messages.unwrap_or(1),
             wait: duration(r.wait_micros),
         };
-        let deliveries = if options.wait.is_zero() {
-            self.wharf.dequeue(&queue, options).await
+        // Checked here too, so a request out of bounds is refused even while
+        // the server is shutting down (and before the storage port, which
+        // the engine's checks do not guard).
+        options.validate().map_err(status)?;
+        let wait = options.wait;
+        let dequeue = async {
+            if r.payload_references {
+                // References as stored: nothing is fetched, so nothing can
+                // fail to be fetched and be dead-lettered.
+                self.wharf.queue_store().dequeue(&queue, options).await
+            } else {
+                self.wharf.dequeue(&queue, options).await
+            }
+        };
+        let deliveries = if wait.is_zero() {
+            dequeue.await
         } else {
-            // Checked here too, so a request out of bounds is refused even
-            // while the server is shutting down.
-            options.validate().map_err(status)?;
             // A long poll ends with nothing when the server shuts down, so
             // shutdown need not wait out up to 20 s of it. The engine's wait
             // is cancel-safe; only a delivery racing the shutdown can be
@@ -92,7 +103,7 @@ impl Queues for QueuesService {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => Ok(Vec::new()),
-                delivered = self.wharf.dequeue(&queue, options) => delivered,
+                delivered = dequeue => delivered,
             }
         }
         .map_err(status)?;
