@@ -263,8 +263,12 @@ mod tests {
             original_size: 9,
             error: "boom".into(),
         };
-        let code =
-            |f| code_of(&anyhow::Error::new(Error::payload_retrieval(f, details.clone())));
+        let code = |f| {
+            code_of(&anyhow::Error::new(Error::payload_retrieval(
+                f,
+                details.clone(),
+            )))
+        };
         assert_eq!(code(PayloadFailure::NotFound), NOT_FOUND);
         assert_eq!(code(PayloadFailure::Timeout), UNAVAILABLE);
         assert_eq!(code(PayloadFailure::Unavailable), UNAVAILABLE);

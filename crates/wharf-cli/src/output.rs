@@ -382,11 +382,17 @@ mod tests {
         let mut d = delivery(b"");
         d.external = Some(reference(5 << 20));
         let v = delivery_json(&d);
-        assert!(v.get("data").is_none() && v.get("data_base64").is_none(), "{v}");
+        assert!(
+            v.get("data").is_none() && v.get("data_base64").is_none(),
+            "{v}"
+        );
         assert_eq!(v["external"]["original_size"], 5 << 20);
         let line = DeliveryLine(&d).to_string();
         assert!(
-            line.ends_with(&format!("<5242880 bytes at file:///p/{}.bin>", "ab".repeat(32))),
+            line.ends_with(&format!(
+                "<5242880 bytes at file:///p/{}.bin>",
+                "ab".repeat(32)
+            )),
             "{line}"
         );
     }

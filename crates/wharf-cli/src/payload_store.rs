@@ -82,10 +82,9 @@ async fn cleanup(args: CleanupArgs, server: &str, format: Format) -> anyhow::Res
             "kept_referenced": r.kept_referenced,
             "dry_run": r.dry_run,
         })),
-        Format::Human if r.dry_run => output::line(format_args!(
-            "dry run, nothing deleted: {}",
-            counts(&r)
-        )),
+        Format::Human if r.dry_run => {
+            output::line(format_args!("dry run, nothing deleted: {}", counts(&r)))
+        }
         Format::Human => output::line(counts(&r)),
     }
 }

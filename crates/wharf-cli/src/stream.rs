@@ -167,9 +167,7 @@ async fn position_at(args: PositionAtArgs, server: &str, format: Format) -> anyh
 async fn delete(args: DeleteStreamArgs, server: &str, format: Format) -> anyhow::Result<()> {
     let stream = stream_name(args.stream)?;
     let client = connect(server).await?;
-    let deleted = client
-        .delete_stream(&stream, args.expected_version)
-        .await?;
+    let deleted = client.delete_stream(&stream, args.expected_version).await?;
     match format {
         Format::Json => output::json(&json!({"stream": stream.as_str(), "deleted": deleted})),
         Format::Human => output::line(format_args!(

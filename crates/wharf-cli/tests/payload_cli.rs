@@ -108,12 +108,19 @@ fn a_5_mib_event_and_message_round_trip_from_a_data_file_and_are_stored_once() {
     assert!(decoded(delivery) == data, "the message is byte-identical");
     assert_eq!(delivery["external"]["content_hash"], hash.as_str());
 
-    assert_eq!(server.payload_files(), [format!("{hash}.bin")], "stored once");
+    assert_eq!(
+        server.payload_files(),
+        [format!("{hash}.bin")],
+        "stored once"
+    );
     let out = tempfile::tempdir().unwrap();
     let out = out.path().join("got.bin");
     let out = out.to_str().unwrap();
     server.json(&["payload-store", "get", &hash, "--output", out]);
-    assert!(std::fs::read(out).unwrap() == data, "get --output is byte-identical");
+    assert!(
+        std::fs::read(out).unwrap() == data,
+        "get --output is byte-identical"
+    );
 
     let refs = server.json(&w("stream read scans --limit 1 --payload-references"));
     let event = &refs["events"][0];
@@ -148,7 +155,10 @@ fn put_get_and_stats_print_the_reference_and_the_bytes() {
     for target in [uri, hash] {
         let got = server.json(&["payload-store", "get", target]);
         assert!(decoded(&got) == binary, "{target}");
-        assert_eq!((&got["uri"], &got["content_hash"]), (&put["uri"], &put["content_hash"]));
+        assert_eq!(
+            (&got["uri"], &got["content_hash"]),
+            (&put["uri"], &put["content_hash"])
+        );
     }
 
     // Text from stdin comes back as `data`.
@@ -261,7 +271,9 @@ fn cleanup_deletes_only_unreferenced_payloads_and_a_dry_run_only_counts() {
     let human = server.wharf(&w("payload-store cleanup --older-than 0s --dry-run"));
     assert_eq!(
         human.lines(),
-        ["dry run, nothing deleted: would delete 2 of 3 scanned (136.72 KiB), kept 1 still referenced"]
+        [
+            "dry run, nothing deleted: would delete 2 of 3 scanned (136.72 KiB), kept 1 still referenced"
+        ]
     );
     assert_eq!(human.stderr, "", "no progress bar off a terminal");
 

@@ -100,6 +100,9 @@ use wharf_proto::v1::{
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// What a subscription yields.
+// Nearly every item is an event, so boxing it would cost an allocation per
+// event to shrink the rare `CaughtUp`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubscriptionItem {
     /// The next matching event.

@@ -670,32 +670,40 @@ mod tests {
     }
 
     #[test]
-    fn data_is_field_4_as_before_the_oneof() {
+    fn data_keeps_its_field_number_inside_the_oneof() {
         use prost::Message;
-        // What a server from before the oneof sent: `bytes data = 4`.
+        // What peers from before the oneof send and expect: `bytes data`,
+        // field 4 of RecordedEvent and field 3 of Delivery.
         #[derive(Clone, PartialEq, prost::Message)]
-        struct Old {
+        struct OldEvent {
             #[prost(bytes = "vec", tag = "4")]
             data: Vec<u8>,
         }
-        let old = Old {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct OldDelivery {
+            #[prost(bytes = "vec", tag = "3")]
+            data: Vec<u8>,
+        }
+        let old = OldEvent {
             data: b"abc".to_vec(),
         };
         let new = v1::RecordedEvent::decode(old.encode_to_vec().as_slice()).unwrap();
         assert!(matches!(
-            new.payload,
+            &new.payload,
             Some(v1::recorded_event::Payload::Data(d)) if d.as_ref() == b"abc"
         ));
-        let back = Old::decode(
-            v1::Delivery {
-                payload: Some(v1::delivery::Payload::Data(bytes::Bytes::from_static(b"xyz"))),
-                ..Default::default()
-            }
-            .encode_to_vec()
-            .as_slice(),
+        assert_eq!(
+            OldEvent::decode(new.encode_to_vec().as_slice()).unwrap(),
+            old
         );
-        // Delivery.data is field 3; it must not be read as field 4.
-        assert_eq!(back.unwrap().data, Vec::<u8>::new());
+        let new = v1::Delivery {
+            payload: Some(v1::delivery::Payload::Data(Bytes::from_static(b"xyz"))),
+            ..Default::default()
+        };
+        let old = OldDelivery::decode(new.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(old.data, b"xyz");
+        let back = v1::Delivery::decode(old.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.payload, new.payload);
     }
 
     #[test]

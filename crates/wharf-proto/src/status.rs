@@ -134,8 +134,7 @@ fn payload_status(
             },
             Any {
                 type_url: PAYLOAD_DETAILS_TYPE_URL.to_owned(),
-                value: convert::retrieval_failed_details(details, failure.as_str())
-                    .encode_to_vec(),
+                value: convert::retrieval_failed_details(details, failure.as_str()).encode_to_vec(),
             },
         ],
     };
@@ -253,7 +252,7 @@ pub fn from_status(status: &Status) -> Error {
     let stream = || StreamName::new(get("stream"));
     let queue = || QueueName::new(get("queue"));
     if let Some(failure) = payload_failure_of(&info.reason) {
-        return payload_error(status, failure, &get).unwrap_or_else(|| Error::Storage(message));
+        return payload_error(status, failure, &get).unwrap_or(Error::Storage(message));
     }
     match info.reason.as_str() {
         reason::PAYLOAD_OFFLOAD_DISABLED => Error::InvalidArgument(message),
@@ -573,7 +572,9 @@ mod tests {
             "{}",
             status.message()
         );
-        assert!(matches!(from_status(&status), Error::InvalidArgument(m) if m.contains("payload_offload.enabled")));
+        assert!(
+            matches!(from_status(&status), Error::InvalidArgument(m) if m.contains("payload_offload.enabled"))
+        );
     }
 
     #[test]

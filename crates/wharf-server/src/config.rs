@@ -306,11 +306,20 @@ mod tests {
         let f = file("payload_offload:\n  enabled: false\n  threshold_bytes: 1000\n");
         let env = [
             ("WHARF_PAYLOAD_OFFLOAD__ENABLED".into(), "true".into()),
-            ("WHARF_PAYLOAD_OFFLOAD__THRESHOLD_BYTES".into(), "65536".into()),
+            (
+                "WHARF_PAYLOAD_OFFLOAD__THRESHOLD_BYTES".into(),
+                "65536".into(),
+            ),
             ("WHARF_PAYLOAD_OFFLOAD__STORE_TYPE".into(), "s3".into()),
             ("WHARF_PAYLOAD_OFFLOAD__S3__BUCKET".into(), "2024".into()),
-            ("WHARF_PAYLOAD_OFFLOAD__S3__ACCESS_KEY_ID".into(), "12345".into()),
-            ("WHARF_PAYLOAD_OFFLOAD__FILESYSTEM__BASE_PATH".into(), "/srv/p".into()),
+            (
+                "WHARF_PAYLOAD_OFFLOAD__S3__ACCESS_KEY_ID".into(),
+                "12345".into(),
+            ),
+            (
+                "WHARF_PAYLOAD_OFFLOAD__FILESYSTEM__BASE_PATH".into(),
+                "/srv/p".into(),
+            ),
             ("WHARF_PAYLOAD_OFFLOAD__RETRY__TIMEOUT".into(), "3s".into()),
         ];
         let c = load(Some(f.path()), env).unwrap();

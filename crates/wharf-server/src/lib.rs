@@ -1,5 +1,11 @@
-//! `wharf serve`: the gRPC API, the HTTP admin API and metrics over one
-//! engine.
+//! `wharf serve`: the gRPC API (streams, queues, the payload store), the
+//! HTTP admin API and metrics over one engine.
+//!
+//! gRPC messages may be as large as the limits allow (see
+//! [`MessageLimits`]): with payload offloading on, that is a payload of
+//! `limits.max_payload_bytes` (128 MiB by default) plus room for its
+//! envelope. `/metrics` includes the payload store's `payload_store_*`
+//! series, registered at 0 when the server starts.
 //!
 //! [`Server::start`] binds both listeners and returns a [`Server`] handle;
 //! [`Server::shutdown`] stops accepting, lets in-flight requests finish

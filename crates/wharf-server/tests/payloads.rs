@@ -81,7 +81,10 @@ async fn reference_of(r: &Running, stream: &StreamName) -> PayloadReference {
         .read_stream(stream, StreamStart::Edge, ReadDirection::Forwards, Some(1))
         .await
         .unwrap();
-    events[0].external.clone().expect("the payload was offloaded")
+    events[0]
+        .external
+        .clone()
+        .expect("the payload was offloaded")
 }
 
 #[tokio::test]
@@ -123,7 +126,11 @@ async fn a_5_mib_event_and_message_round_trip_and_are_stored_once() {
         reference.uri
     );
     for e in &events {
-        assert!(e.data == data, "event {} is byte-identical", e.stream_version);
+        assert!(
+            e.data == data,
+            "event {} is byte-identical",
+            e.stream_version
+        );
         assert_eq!(e.external.as_ref().map(|x| &x.uri), Some(&reference.uri));
     }
     let mut pages = r
@@ -197,7 +204,10 @@ async fn payload_references_come_instead_of_the_data_when_asked_for() {
         .append(
             &s,
             ExpectedVersion::Any,
-            vec![NewEvent::new("Big", big.clone()), NewEvent::new("Small", "s")],
+            vec![
+                NewEvent::new("Big", big.clone()),
+                NewEvent::new("Small", "s"),
+            ],
         )
         .await
         .unwrap();
@@ -270,7 +280,10 @@ async fn payload_references_come_instead_of_the_data_when_asked_for() {
             }
             (false, Some(recorded_event::Payload::Data(d))) => {
                 assert!(d == big);
-                assert_eq!(event.resolved_from.map(|x| x.uri), Some(reference.uri.clone()));
+                assert_eq!(
+                    event.resolved_from.map(|x| x.uri),
+                    Some(reference.uri.clone())
+                );
             }
             (references, other) => panic!("references={references}: {other:?}"),
         }
@@ -307,7 +320,10 @@ async fn a_corrupted_payload_fails_a_read_with_data_loss_naming_uri_and_hash() {
     let info = status.get_error_details().error_info().cloned().unwrap();
     assert_eq!(info.reason, reason::PAYLOAD_INTEGRITY_FAILED);
     assert_eq!(info.metadata["uri"], reference.uri);
-    assert_eq!(info.metadata["content_hash"], reference.content_hash.to_hex());
+    assert_eq!(
+        info.metadata["content_hash"],
+        reference.content_hash.to_hex()
+    );
     let details = payload_details(&status).expect("PayloadRetrievalFailedDetails detail");
     assert_eq!(details.uri, reference.uri);
     assert_eq!(details.content_hash.as_ref(), &reference.content_hash.0);
@@ -381,7 +397,10 @@ async fn a_dequeue_of_a_corrupted_message_dead_letters_it_with_the_details() {
     let dead = r.client.dequeue(&work_dlq, take(10)).await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     let d = &dead[0];
-    assert!(d.data.is_empty(), "a dead letter's payload is not handed out");
+    assert!(
+        d.data.is_empty(),
+        "a dead letter's payload is not handed out"
+    );
     let external = d.external.as_ref().expect("the reference is kept");
     assert_eq!(
         (&external.uri, external.content_hash),
@@ -400,6 +419,45 @@ async fn a_dequeue_of_a_corrupted_message_dead_letters_it_with_the_details() {
         "the retrieval error is recorded: {meta:?}"
     );
     assert_eq!(meta[ORIGINAL_STREAM_NAME], "work");
+    r.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscription_skips_an_event_whose_payload_is_corrupt_and_dead_letters_it() {
+    let r = start_offloading().await;
+    let s = name("feed");
+    r.client
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            vec![
+                NewEvent::new("Big", payload(150_000, 8)),
+                NewEvent::new("Small", "ok"),
+            ],
+        )
+        .await
+        .unwrap();
+    let reference = reference_of(&r, &s).await;
+    corrupt(&r, &reference);
+    let mut sub = r
+        .client
+        .subscribe(Position::START, &LogFilter::default())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&first, SubscriptionItem::Event(e) if e.event_type == "Small"),
+        "the corrupt event is not delivered: {first:?}"
+    );
+    let dead = r.client.dequeue(&q("dlq"), take(10)).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].metadata[dead_letter_keys::URI], reference.uri);
+    assert_eq!(dead[0].metadata[ORIGINAL_STREAM_NAME], "feed");
+    assert!(dead[0].data.is_empty() && dead[0].external.is_some());
     r.server.shutdown().await;
 }
 
@@ -505,6 +563,14 @@ async fn payload_calls_fail_with_failed_precondition_when_offloading_is_off() {
         matches!(&err, Error::InvalidArgument(m) if m.contains("payload_offload.enabled")),
         "{err:?}"
     );
+    let addr = r.server.http_addr();
+    for (status, body) in [
+        support::http_get(addr, "/admin/payload-store/stats").await,
+        support::http_post(addr, "/admin/payload-store/cleanup?age=1d").await,
+    ] {
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains(reason::PAYLOAD_OFFLOAD_DISABLED), "{body}");
+    }
     r.server.shutdown().await;
 }
 
@@ -578,7 +644,13 @@ async fn a_deleted_stream_is_gone_and_can_start_again() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::WrongExpectedVersion { actual: Some(1), .. }),
+        matches!(
+            err,
+            Error::WrongExpectedVersion {
+                actual: Some(1),
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(

@@ -609,6 +609,9 @@ async fn the_reaper_runs_on_its_interval_without_any_call() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(read(&wharf, "kept").await.unwrap()[0].data, blob(100_000, 21));
+    assert_eq!(
+        read(&wharf, "kept").await.unwrap()[0].data,
+        blob(100_000, 21)
+    );
     wharf.close().await;
 }

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use wharf::{
-    Config, Durability, ExpectedVersion, NewEvent, PayloadOffloadConfig, PayloadStorageType,
-    ReadDirection, RecordedEvent, StorageConfig, StreamName, StreamStart, Wharf,
+    Config, Durability, ExpectedVersion, NewEvent, PayloadOffloadConfig, PayloadReference,
+    PayloadStorageType, ReadDirection, RecordedEvent, StorageConfig, StreamName, StreamStart,
+    Wharf,
 };
 use wharf_client::Client;
 
@@ -104,43 +105,67 @@ impl Target {
     /// Reads each event of `written` back from `stream`, one read at a time, and checks it
     /// carries its payload, offloaded; returns the time the reads took.
     pub async fn read_each(&self, stream: &str, written: &[Written]) -> anyhow::Result<Duration> {
-        let stream: StreamName = stream.parse().context("a valid stream name")?;
         let mut timed = Duration::ZERO;
         for w in written {
-            let start = StreamStart::Version(w.version);
-            let started = Instant::now();
-            let events = match self {
-                Self::InProcess(wharf) => {
-                    wharf
-                        .read_stream(&stream, start, ReadDirection::Forwards, 1)
-                        .await
-                }
-                Self::Grpc(c) => {
-                    c.read_stream(&stream, start, ReadDirection::Forwards, Some(1))
-                        .await
-                }
-            }
-            .with_context(|| format!("reading version {} of {stream}", w.version))?;
-            timed += started.elapsed();
-            check_event(&events, w)
-                .with_context(|| format!("version {} of {stream}", w.version))?;
+            timed += self.read_one(stream, w).await?.0;
         }
         Ok(timed)
     }
+
+    /// Reads the event of `written` back from `stream` and checks it carries its payload,
+    /// offloaded; returns the time the read took and the payload's reference.
+    pub async fn read_one(
+        &self,
+        stream: &str,
+        written: &Written,
+    ) -> anyhow::Result<(Duration, PayloadReference)> {
+        let stream: StreamName = stream.parse().context("a valid stream name")?;
+        let start = StreamStart::Version(written.version);
+        let started = Instant::now();
+        let events = match self {
+            Self::InProcess(wharf) => {
+                wharf
+                    .read_stream(&stream, start, ReadDirection::Forwards, 1)
+                    .await
+            }
+            Self::Grpc(c) => {
+                c.read_stream(&stream, start, ReadDirection::Forwards, Some(1))
+                    .await
+            }
+        }
+        .with_context(|| format!("reading version {} of {stream}", written.version))?;
+        let elapsed = started.elapsed();
+        let reference = check_event(events, written)
+            .with_context(|| format!("version {} of {stream}", written.version))?;
+        Ok((elapsed, reference))
+    }
+
+    /// Appends one inline event of `size` bytes (under the threshold) to `stream`; returns
+    /// the time it took: the cost of committing an event, without a payload to store.
+    pub async fn append_inline(&self, stream: &str, size: usize) -> anyhow::Result<Duration> {
+        let stream: StreamName = stream.parse().context("a valid stream name")?;
+        let events = vec![NewEvent::new("InlineBench", vec![0x5A; size])];
+        let started = Instant::now();
+        match self {
+            Self::InProcess(w) => w.append(&stream, ExpectedVersion::Any, events).await,
+            Self::Grpc(c) => c.append(&stream, ExpectedVersion::Any, events).await,
+        }
+        .with_context(|| format!("appending an inline event to {stream}"))?;
+        Ok(started.elapsed())
+    }
 }
 
-fn check_event(events: &[RecordedEvent], written: &Written) -> anyhow::Result<()> {
-    let [event] = events else {
-        anyhow::bail!("expected one event, got {}", events.len());
-    };
+fn check_event(events: Vec<RecordedEvent>, written: &Written) -> anyhow::Result<PayloadReference> {
+    let [event] = <[RecordedEvent; 1]>::try_from(events)
+        .map_err(|events| anyhow::anyhow!("expected one event, got {}", events.len()))?;
     ensure!(
         event.stream_version == written.version,
         "got version {}",
         event.stream_version
     );
-    ensure!(
-        event.external.is_some(),
-        "the payload was stored inline, not offloaded"
-    );
-    check_payload(&event.data, written.seed)
+    let reference = event
+        .external
+        .context("the payload was stored inline, not offloaded")?;
+    check_payload(&event.data, written.seed)?;
+    Ok(reference)
 }

@@ -319,8 +319,10 @@ impl Server {
                             .and_then(|r| r.split(' ').next())
                             .unwrap_or_default();
                         break (
-                            grpc.parse::<SocketAddr>().expect("gRPC address in serving line"),
-                            http.parse::<SocketAddr>().expect("HTTP address in serving line"),
+                            grpc.parse::<SocketAddr>()
+                                .expect("gRPC address in serving line"),
+                            http.parse::<SocketAddr>()
+                                .expect("HTTP address in serving line"),
                         );
                     }
                 }

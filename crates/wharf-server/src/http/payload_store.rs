@@ -152,7 +152,8 @@ mod tests {
         assert!(e.contains("`age`") && e.contains("`banana`"), "{e}");
         let e = message(cleanup_parameters(pairs(&[])).unwrap_err());
         assert!(e.contains("`age` is required"), "{e}");
-        let e = message(cleanup_parameters(pairs(&[("age", "1d"), ("dry_run", "yes")])).unwrap_err());
+        let e =
+            message(cleanup_parameters(pairs(&[("age", "1d"), ("dry_run", "yes")])).unwrap_err());
         assert!(e.contains("`dry_run`") && e.contains("`yes`"), "{e}");
         let e = message(cleanup_parameters(pairs(&[("age", "1d"), ("agee", "1")])).unwrap_err());
         assert!(e.contains("`agee` is unknown"), "{e}");

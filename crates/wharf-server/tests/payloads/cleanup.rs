@@ -105,7 +105,10 @@ async fn http_cleanup_refuses_a_malformed_age_naming_it() {
     assert_eq!(status, 400, "{body}");
     let error = &parse(&body)["error"];
     assert_eq!(error["reason"], "INVALID_ARGUMENT");
-    assert_eq!(error["metadata"], json!({"parameter": "age", "value": "banana"}));
+    assert_eq!(
+        error["metadata"],
+        json!({"parameter": "age", "value": "banana"})
+    );
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("`age`") && message.contains("`banana`"),
@@ -113,7 +116,10 @@ async fn http_cleanup_refuses_a_malformed_age_naming_it() {
     );
     for (path, parameter) in [
         ("/admin/payload-store/cleanup", "age"),
-        ("/admin/payload-store/cleanup?age=1d&dry_run=maybe", "dry_run"),
+        (
+            "/admin/payload-store/cleanup?age=1d&dry_run=maybe",
+            "dry_run",
+        ),
         ("/admin/payload-store/cleanup?older_than=1d", "older_than"),
     ] {
         let (status, body) = http_post(addr, path).await;
@@ -132,7 +138,10 @@ async fn http_cleanup_refuses_a_malformed_age_naming_it() {
 async fn grpc_cleanup_reports_a_summary_and_a_dry_run_deletes_nothing() {
     let r = start_offloading().await;
     for seed in 0..3 {
-        r.client.payload_put(payload(70_000, 20 + seed)).await.unwrap();
+        r.client
+            .payload_put(payload(70_000, 20 + seed))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let dry = r
@@ -207,7 +216,12 @@ async fn metrics_show_the_payload_store_series() {
             "payload_store_get_errors_total{store=\"filesystem\",failure=\"not_found\"}"
         ) >= 1.0
     );
-    assert!(value(&metrics, &format!("payload_store_cleanup_deleted_total{store}")) >= 1.0);
+    assert!(
+        value(
+            &metrics,
+            &format!("payload_store_cleanup_deleted_total{store}")
+        ) >= 1.0
+    );
     for line in [
         "# TYPE payload_store_put_total counter",
         "# TYPE payload_store_get_seconds histogram",
