@@ -953,6 +953,20 @@ impl Queues {
             return self.dead_letter(conn, queue, seq, &reason, BTreeMap::new(), now);
         }
         let visible_at = now.saturating_add(micros(redeliver_after));
+        self.release(conn, queue, seq, meta, visible_at, now)
+    }
+
+    /// Ends the lease of message `seq`, making it visible at `visible_at`.
+    fn release(
+        &mut self,
+        conn: &Connection,
+        queue: &QueueName,
+        seq: u64,
+        meta: Meta,
+        visible_at: i64,
+        now: i64,
+    ) -> Step<()> {
+        let q = self.existing(queue)?;
         q.unplace(seq, &meta);
         q.place(
             seq,
@@ -988,18 +1002,7 @@ impl Queues {
             return self.dead_letter(conn, queue, seq, reason, metadata, now);
         }
         let visible_at = now.saturating_add(micros(q.settings.visibility_timeout));
-        q.unplace(seq, &meta);
-        q.place(
-            seq,
-            Meta {
-                visible_at,
-                leased: false,
-                ..meta
-            },
-            now,
-        );
-        set_visibility(conn, seq, visible_at, false)?;
-        Ok(())
+        self.release(conn, queue, seq, meta, visible_at, now)
     }
 
     fn extend(

@@ -126,6 +126,18 @@ impl EmbeddedStore {
             .map_err(|e| Error::Storage(format!("reader task failed: {e}")))?
     }
 
+    /// Sends a log job to the writer and waits for its answer.
+    async fn write<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {
+        let jobs = self.sender()?;
+        let (reply, answer) = oneshot::channel();
+        jobs.send(job(reply))
+            .await
+            .map_err(|_| Error::Unavailable("the event log is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+    }
+
     fn sender(&self) -> Result<mpsc::Sender<Job>> {
         self.jobs
             .lock()
@@ -214,19 +226,15 @@ impl EventLog for EmbeddedStore {
                 "an append needs at least one event".into(),
             ));
         }
-        let jobs = self.sender()?;
-        let (reply, answer) = oneshot::channel();
         let bytes = batch_bytes(&request.events);
-        jobs.send(Job::Append(AppendJob {
-            request,
-            bytes,
-            reply,
-        }))
+        self.write(|reply| {
+            Job::Append(AppendJob {
+                request,
+                bytes,
+                reply,
+            })
+        })
         .await
-        .map_err(|_| Error::Unavailable("the event log is closed".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
     }
 
     async fn read_stream(
@@ -262,18 +270,15 @@ impl EventLog for EmbeddedStore {
     }
 
     async fn delete_stream(&self, stream: &StreamName, expected: ExpectedVersion) -> Result<u64> {
-        let jobs = self.sender()?;
-        let (reply, answer) = oneshot::channel();
-        jobs.send(Job::DeleteStream(DeleteJob {
-            stream: stream.clone(),
-            expected,
-            reply,
-        }))
+        let stream = stream.clone();
+        self.write(|reply| {
+            Job::DeleteStream(DeleteJob {
+                stream,
+                expected,
+                reply,
+            })
+        })
         .await
-        .map_err(|_| Error::Unavailable("the event log is closed".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Option<u64>> {
