@@ -6,7 +6,7 @@
 //! its module documents how.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -69,6 +69,13 @@ pub trait Consumer: Send + 'static {
 
     /// Acknowledges one non-empty received batch.
     fn ack(&mut self, ack: Self::Ack) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Waits for acknowledgements still in flight (for a consumer whose `ack` returns
+    /// before the system confirmed it) and returns when the last one was confirmed;
+    /// `None` when `ack` always returns confirmed.
+    fn settle(&mut self) -> impl Future<Output = anyhow::Result<Option<Instant>>> + Send {
+        async { Ok(None) }
+    }
 
     /// Stops receiving; unacknowledged deliveries go back to the queue.
     fn close(self) -> impl Future<Output = anyhow::Result<()>> + Send;

@@ -13,7 +13,7 @@
 //!   is durable.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use bytes::Bytes;
@@ -154,21 +154,25 @@ impl Producer for WharfProducer {
 pub struct WharfConsumer {
     client: Client,
     queue: QueueName,
-    /// The acknowledgement in flight, if any.
-    acking: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The acknowledgement in flight, if any; it yields when it was confirmed.
+    acking: Option<tokio::task::JoinHandle<anyhow::Result<Instant>>>,
 }
 
 impl WharfConsumer {
     /// Waits for the acknowledgement in flight and checks every outcome.
-    async fn settle(&mut self) -> anyhow::Result<()> {
+    async fn confirmed(&mut self) -> anyhow::Result<Option<Instant>> {
         match self.acking.take() {
-            Some(acking) => acking.await.context("an ack task panicked")?,
-            None => Ok(()),
+            Some(acking) => Ok(Some(acking.await.context("an ack task panicked")??)),
+            None => Ok(None),
         }
     }
 }
 
-async fn ack_all(client: Client, queue: QueueName, receipts: Vec<Receipt>) -> anyhow::Result<()> {
+async fn ack_all(
+    client: Client,
+    queue: QueueName,
+    receipts: Vec<Receipt>,
+) -> anyhow::Result<Instant> {
     let outcomes = client.ack_batch(&queue, &receipts).await?;
     ensure!(
         outcomes.len() == receipts.len(),
@@ -179,7 +183,7 @@ async fn ack_all(client: Client, queue: QueueName, receipts: Vec<Receipt>) -> an
     for outcome in outcomes {
         outcome.context("acknowledging a Wharf delivery")?;
     }
-    Ok(())
+    Ok(Instant::now())
 }
 
 impl Consumer for WharfConsumer {
@@ -200,13 +204,17 @@ impl Consumer for WharfConsumer {
     }
 
     async fn ack(&mut self, receipts: Vec<Receipt>) -> anyhow::Result<()> {
-        self.settle().await?;
+        self.confirmed().await?;
         let (client, queue) = (self.client.clone(), self.queue.clone());
         self.acking = Some(tokio::spawn(ack_all(client, queue, receipts)));
         Ok(())
     }
 
+    async fn settle(&mut self) -> anyhow::Result<Option<Instant>> {
+        self.confirmed().await
+    }
+
     async fn close(mut self) -> anyhow::Result<()> {
-        self.settle().await
+        self.confirmed().await.map(drop)
     }
 }

@@ -183,7 +183,8 @@ async fn fill<P: Peer>(peer: &P, payloads: &Payloads, n: usize) -> anyhow::Resul
 /// receiving up to 100 at a time and acknowledging each batch before the next receive.
 ///
 /// The clock runs from just before the consumers start receiving to the last
-/// acknowledgement, settled by closing its consumer; the idle waits of consumers that find the queue empty at the end are
+/// acknowledgement (for a consumer that keeps acknowledgements in flight, to when the
+/// last one was confirmed); the idle waits of consumers that find the queue empty at the end are
 /// not counted. Afterwards (untimed) the queue must hold nothing unacknowledged.
 async fn dequeue_ack<P: Peer>(peer: &P, payloads: &Payloads, n: usize) -> anyhow::Result<f64> {
     let n = n.div_ceil(BATCH) * BATCH;
@@ -224,12 +225,11 @@ async fn dequeue_ack<P: Peer>(peer: &P, payloads: &Payloads, n: usize) -> anyhow
             if drained.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
+            let settled = consumer.settle().await.context("settling acknowledgements");
             let closed = consumer.close().await.context("closing a consumer");
-            let last_ack = drained?;
+            let last_ack = drained?.max(settled?);
             closed?;
-            // Closing settles acknowledgements a system sends without waiting for them
-            // (pipelined or one-way), so the clock stops after it.
-            anyhow::Ok(last_ack.map(|_| Instant::now()))
+            anyhow::Ok(last_ack)
         });
     }
     let mut finished = None;
