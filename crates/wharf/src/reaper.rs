@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Serialize;
-use wharf_core::{Clock, Error, Result};
+use wharf_core::{Clock, Error, Result, Timestamp};
 
 use crate::Wharf;
 
@@ -52,8 +52,16 @@ impl Wharf {
                 "payload offloading is not configured (payload_offload.enabled)".into(),
             )
         })?;
-        let cutoff = self.clock.now().to_system_time() - older_than;
-        let cutoff = wharf_core::Timestamp::from_system_time(cutoff);
+        // An age older than the epoch (`--older-than 100000y`) selects nothing.
+        let cutoff = self
+            .clock
+            .now()
+            .to_system_time()
+            .checked_sub(older_than)
+            .map_or(
+                Timestamp::from_micros(i64::MIN),
+                Timestamp::from_system_time,
+            );
         let mut report = CleanupReport {
             dry_run,
             ..CleanupReport::default()

@@ -351,6 +351,15 @@ async fn the_reaper_deletes_old_unreferenced_payloads_and_keeps_the_rest() {
         .cleanup_payloads(30 * DAY, false, |_| {})
         .await
         .unwrap();
+    let ancient = f
+        .wharf
+        .cleanup_payloads(Duration::from_secs(u64::MAX / 4), false, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        ancient.deleted, 0,
+        "an age before the epoch selects nothing"
+    );
     assert_eq!((young.scanned, young.deleted), (3, 0), "nothing is old yet");
 
     f.clock.advance(31 * DAY);
