@@ -51,7 +51,7 @@ impl StreamsService {
         if references {
             Payloads::AsTheyAre
         } else {
-            Payloads::Fetch(self.wharf.payload_store().cloned())
+            Payloads::Fetch(self.wharf.clone())
         }
     }
 }

@@ -69,14 +69,6 @@ impl Offload {
         *external = Some(reference);
         Ok(())
     }
-
-    /// Puts the stored bytes back into `data` when it was offloaded.
-    async fn resolve(&self, data: &mut Bytes, external: Option<&PayloadReference>) -> Result<()> {
-        if let Some(reference) = external {
-            *data = self.store.get(reference).await?;
-        }
-        Ok(())
-    }
 }
 
 /// The dead-letter metadata of a payload that could not be retrieved.
@@ -131,11 +123,20 @@ impl Wharf {
     /// # Errors
     /// [`Error::IntegrityFailed`] or [`Error::PayloadRetrievalFailed`] with the details.
     pub(crate) async fn resolve_event(&self, event: &mut RecordedEvent) -> Result<()> {
-        let Some(reference) = &event.external else {
-            return Ok(());
-        };
+        if let Some(reference) = &event.external {
+            event.data = self.fetch_payload(reference).await?;
+        }
+        Ok(())
+    }
+
+    /// The verified bytes of an offloaded payload.
+    ///
+    /// # Errors
+    /// [`Error::IntegrityFailed`] or [`Error::PayloadRetrievalFailed`] with the
+    /// details; the latter (unavailable) when offloading is not configured.
+    pub async fn fetch_payload(&self, reference: &PayloadReference) -> Result<Bytes> {
         match &self.offload {
-            Some(offload) => offload.resolve(&mut event.data, Some(reference)).await,
+            Some(offload) => offload.store.get(reference).await,
             None => Err(no_store(reference)),
         }
     }
@@ -167,12 +168,11 @@ impl Wharf {
                 out.push(delivery);
                 continue;
             }
-            let fetched = match &self.offload {
-                Some(offload) => offload.resolve(&mut delivery.data, Some(&reference)).await,
-                None => Err(no_store(&reference)),
-            };
-            match fetched {
-                Ok(()) => out.push(delivery),
+            match self.fetch_payload(&reference).await {
+                Ok(data) => {
+                    delivery.data = data;
+                    out.push(delivery);
+                }
                 Err(e) => {
                     let Some((failure, details)) = e.payload_details() else {
                         return Err(e);

@@ -16,10 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use wharf::{
-    Error, PayloadFailure, PayloadReference, PayloadRetrievalFailedDetails, PayloadStore,
-    RecordedEvent,
-};
+use wharf::{Error, PayloadReference, RecordedEvent, Wharf};
 use wharf_proto::status::to_status;
 use wharf_proto::v1::ReadResponse;
 
@@ -46,9 +43,9 @@ pub(crate) enum Payloads {
     /// Send it as its reference (the caller asked for references, or the
     /// events were fetched already).
     AsTheyAre,
-    /// Fetch and verify the payload from this store (none: offloading is
-    /// off on this node, so such a payload cannot be fetched).
-    Fetch(Option<PayloadStore>),
+    /// Fetch and verify the payload through the engine (which fails with
+    /// the details when offloading is off on this node).
+    Fetch(Wharf),
 }
 
 /// The sending side of a read's response stream.
@@ -111,7 +108,7 @@ impl Outbox {
                 self.flush(&mut message, &mut permits).await?;
                 bytes = 0;
             }
-            if let (Some(reference), Payloads::Fetch(store)) = (fetch, &self.payloads) {
+            if let (Some(reference), Payloads::Fetch(wharf)) = (fetch, &self.payloads) {
                 // What this message holds already is at most MESSAGE_BYTES,
                 // so asking for no more than the rest cannot wait on itself.
                 let share = data.min(FETCHED_BYTES_AHEAD - MESSAGE_BYTES);
@@ -120,7 +117,7 @@ impl Outbox {
                     .await
                     .map_err(|_| Gone)?;
                 permits.push(permit);
-                match fetch_payload(store.as_ref(), reference).await {
+                match wharf.fetch_payload(reference).await {
                     Ok(data) => event.data = data,
                     Err(e) => {
                         self.flush(&mut message, &mut permits).await?;
@@ -154,22 +151,5 @@ impl Outbox {
         }
         let outgoing = (Ok(std::mem::take(message)), std::mem::take(permits));
         self.tx.send(outgoing).await.map_err(|_| Gone)
-    }
-}
-
-/// The verified bytes of an offloaded payload.
-async fn fetch_payload(
-    store: Option<&PayloadStore>,
-    reference: &PayloadReference,
-) -> Result<bytes::Bytes, Error> {
-    match store {
-        Some(store) => store.get(reference).await,
-        None => Err(Error::payload_retrieval(
-            PayloadFailure::Unavailable,
-            PayloadRetrievalFailedDetails::new(
-                reference,
-                "payload offloading is not configured on this node (payload_offload.enabled)",
-            ),
-        )),
     }
 }
