@@ -100,6 +100,12 @@ fn storage_summary(config: &Config) -> String {
             };
             format!("data: {}, durability {durability}", path.display())
         }
+        StorageConfig::Postgres(pg) => format!(
+            "PostgreSQL {}, schema {}, pool {}",
+            redact_url(&pg.url),
+            pg.schema,
+            pg.pool_size
+        ),
     };
     let offload = &config.payload_offload;
     if offload.enabled {
@@ -123,6 +129,24 @@ fn storage_summary(config: &Config) -> String {
         ));
     }
     summary
+}
+
+/// `url` with any password replaced by `***`, for output and logs.
+fn redact_url(url: &str) -> String {
+    // postgres://user:password@host/...: the password is between the first
+    // `:` after the scheme and the last `@` of the authority.
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); colours only on

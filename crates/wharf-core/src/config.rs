@@ -76,6 +76,52 @@ pub enum StorageConfig {
         #[serde(default)]
         durability: Durability,
     },
+    /// PostgreSQL, shared by any number of Wharf nodes.
+    Postgres(PostgresConfig),
+}
+
+/// Where the PostgreSQL backend keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A libpq-style URL, `postgres://user:password@host:port/database`
+    /// (key-value strings such as `host=… user=…` are accepted too).
+    pub url: String,
+    /// Connections this node keeps open, besides one for notifications.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// The schema holding Wharf's tables; created if missing. Nodes that
+    /// share a schema share their streams and queues.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// How long to wait for a connection before a request fails with
+    /// `UNAVAILABLE`.
+    #[serde(default = "default_connect_timeout", with = "crate::queue::humantime_duration")]
+    pub connect_timeout: std::time::Duration,
+}
+
+impl PostgresConfig {
+    /// `url` with the other settings at their defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: default_pool_size(),
+            schema: default_schema(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_schema() -> String {
+    "wharf".to_owned()
+}
+
+fn default_connect_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
 }
 
 fn default_data_path() -> PathBuf {

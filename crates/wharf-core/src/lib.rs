@@ -16,7 +16,7 @@ pub mod payload;
 pub mod queue;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, Timestamp};
-pub use config::{Config, Durability, ServerConfig, StorageConfig};
+pub use config::{Config, Durability, PostgresConfig, ServerConfig, StorageConfig};
 pub use error::{Error, Result};
 pub use event::{
     AppendOutcome, AppendResult, ExpectedVersion, LogFilter, NewEvent, Position, ReadDirection,

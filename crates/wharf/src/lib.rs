@@ -100,6 +100,16 @@ impl Wharf {
                     let store = Arc::new(store);
                     (store.clone(), store.clone(), store)
                 }
+                StorageConfig::Postgres(pg) => {
+                    let store = wharf_postgres::PgStore::connect(
+                        pg,
+                        config.queues.defaults.clone(),
+                        clock.clone(),
+                    )
+                    .await?;
+                    let store = Arc::new(store);
+                    (store.clone(), store.clone(), store)
+                }
             };
         let offload = store.map(|store| {
             Arc::new(Offload {
