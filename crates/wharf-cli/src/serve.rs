@@ -25,13 +25,21 @@ use crate::signals::Signals;
 pub async fn run(args: ServeArgs, format: Format) -> anyhow::Result<()> {
     let config = wharf_server::load_config(args.config.as_deref(), environment()?)?;
     if args.check_config {
+        // Validates the storage too (for PostgreSQL: connects and reads the
+        // schema version), changing nothing.
+        let storage = wharf_server::check_storage(&config).await?;
+        let mut shown = config.clone();
+        if let StorageConfig::Postgres(pg) = &mut shown.storage {
+            pg.url = redact_url(&pg.url);
+        }
         return match format {
             Format::Json => output::json(&json!({
                 "ok": true,
-                "config": serde_json::to_value(&config).context("cannot show the configuration")?,
+                "storage": storage,
+                "config": serde_json::to_value(&shown).context("cannot show the configuration")?,
             })),
             Format::Human => output::line(format_args!(
-                "config ok: gRPC on {}, HTTP admin on {}, {}",
+                "config ok: gRPC on {}, HTTP admin on {}, {}; {storage}",
                 config.server.grpc_listen,
                 config.server.http_listen,
                 storage_summary(&config)

@@ -96,7 +96,10 @@ pub struct PostgresConfig {
     pub schema: String,
     /// How long to wait for a connection before a request fails with
     /// `UNAVAILABLE`.
-    #[serde(default = "default_connect_timeout", with = "crate::queue::humantime_duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        with = "crate::queue::humantime_duration"
+    )]
     pub connect_timeout: std::time::Duration,
 }
 

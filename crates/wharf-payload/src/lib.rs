@@ -64,6 +64,8 @@ pub mod metrics;
 mod put;
 mod retry;
 mod store;
+#[doc(hidden)]
+pub mod testing;
 
 pub use object_store;
 pub use put::{MULTIPART_THRESHOLD, PART_SIZE, PARTS_IN_FLIGHT};

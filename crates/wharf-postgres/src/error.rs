@@ -13,6 +13,11 @@ pub(crate) fn pg(doing: &str, e: tokio_postgres::Error) -> Error {
         return Error::Unavailable(format!("PostgreSQL is unreachable ({doing}): {e}"));
     }
     match e.as_db_error() {
+        // Class 28: invalid authorization (unknown role, wrong password).
+        Some(db) if db.code().code().starts_with("28") => Error::Storage(format!(
+            "PostgreSQL refused the credentials ({doing}): {}",
+            db.message()
+        )),
         Some(db) => Error::Storage(format!(
             "PostgreSQL failed to {doing}: {} ({})",
             db.message(),
@@ -62,7 +67,3 @@ pub(crate) fn is_retryable(e: &tokio_postgres::Error) -> bool {
     )
 }
 
-/// Whether `e` is a unique-constraint violation.
-pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-}

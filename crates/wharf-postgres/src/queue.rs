@@ -1,16 +1,274 @@
-//! Placeholder: queues on PostgreSQL (being written).
+//! [`QueueStore`] on PostgreSQL: every node serves every queue; the
+//! database holds all state, notifications and per-node timers make waits
+//! and timeouts prompt.
+//!
+//! # Tables
+//!
+//! `queues` holds names and settings (with `attempt_limit`, the attempts
+//! limit when the queue dead-letters, else NULL). `messages` holds one row
+//! per live message, in one of two states:
+//!
+//! - **ready** (`ready = true`): visible now. The partial index
+//!   `messages_ready (queue_id, seq) WHERE ready` orders them by enqueue
+//!   order (`seq`, one global sequence).
+//! - **waiting**: delayed, nacked with a delay, or in flight until
+//!   `visible_at` (`leased` tells in flight from delayed). The partial index
+//!   `messages_waiting (queue_id, visible_at) WHERE NOT ready` orders them by
+//!   due time.
+//!
+//! A dequeue reads only the head of `messages_ready`, so in-flight and
+//! delayed rows, however many, are never scanned: it is O(log n) in queue
+//! depth. The primary key is `(queue_id, seq)`, a superset of
+//! `messages_ready` in the same order, so the planner keeps choosing the
+//! partial index (a key on `seq` alone is smaller, and the planner takes it,
+//! filtering `ready` row by row through every in-flight row at the head).
+//! Acknowledged messages are deleted; the table has a low fillfactor and
+//! aggressive, unthrottled autovacuum so churn does not leave the head of a
+//! busy queue full of dead tuples. Dequeue updates cannot be HOT (they move
+//! a row between the two partial indexes), so the free space mainly keeps
+//! the new version on the same page.
+//!
+//! # Dequeue
+//!
+//! Two statements pipelined on one connection (one round trip), each its
+//! own transaction:
+//!
+//! 1. *promote*: waiting rows of the queue whose `visible_at` has passed on
+//!    the store's clock become ready (found through `messages_waiting`, so
+//!    an empty check costs one index probe); it also reports whether an
+//!    expired **last** attempt waits to be dead-lettered.
+//! 2. *deliver*, pgmq style: `UPDATE … FROM (SELECT seq … WHERE queue_id = q
+//!    AND ready ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED)`, which sets
+//!    `visible_at = now + timeout`, `attempts + 1`, and adds to a counter
+//!    shard, all committed before the rows are returned.
+//!
+//! An expired last attempt is never made ready: every statement that could
+//! deliver, acknowledge, nack or extend it excludes it, and it moves to the
+//! dead-letter target (created with the defaults if missing) in one
+//! transaction that locks it (`FOR UPDATE`) — the dequeue's own follow-up,
+//! a stats or list call, or any node's timer (`SKIP LOCKED`, so timers on
+//! several nodes never wait on each other).
+//!
+//! # Wake-ups and timers
+//!
+//! Whatever makes a message visible (enqueue, nack, promotion, dead-letter
+//! move, redrive) sends `pg_notify(channel, 'q:<queue>')` in its
+//! transaction, once per queue. Each node's listener fans notifications out
+//! to the long polls waiting on that node; a reconnect wakes them all.
+//!
+//! Each node runs one timer task sleeping on the store's clock until the
+//! earliest due time it knows. It learns due times from its own writes,
+//! from `SELECT min(visible_at)` over `messages_waiting` after each fire,
+//! and from `t:<micros>` notifications, which a write sends only when its
+//! due time is earlier than the earliest one already announced. When it
+//! fires it promotes every due row (notifying their queues), dead-letters
+//! expired last attempts, forgets expired dedup ids, and reads the next
+//! due time. With nothing due it still looks every ten seconds of clock
+//! time, so rows whose writer died are not left waiting; there is no
+//! polling loop.
+//!
+//! # Counters
+//!
+//! `deliveries`, `acks`, `nacks` and `dead_lettered` live in
+//! `queue_counters`, one row per queue and shard; each transaction adds to
+//! the shard this node picks next (round robin), and stats sum the shards.
+//! Consumers on different connections do not serialize on one hot row.
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use wharf_core::Result;
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+use wharf_core::{
+    Delivery, DequeueOptions, Enqueued, NewMessage, QueueCreated, QueueInfo, QueueName,
+    QueueSettings, QueueStats, Receipt, Result,
+};
+use wharf_storage::QueueStore;
+use wharf_storage::receipt::ReceiptKey;
 
-use crate::Shared;
+use crate::listener::{self, Signal};
+use crate::{PgStore, Shared};
 
+mod admin;
+mod codec;
+mod dead;
+mod deliver;
+mod step;
+mod timer;
+mod wake;
+
+/// Counter shards per queue.
+const SHARDS: usize = 16;
+
+/// The queue half of a [`PgStore`]: its receipt key, the long polls waiting
+/// on this node, and the tasks that wake them.
 pub(crate) struct Queues {
-    _shared: Arc<Shared>,
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What queue operations share.
+pub(crate) struct Inner {
+    shared: Arc<Shared>,
+    key: ReceiptKey,
+    wakers: wake::Wakers,
+    schedule: wake::Schedule,
+    next_shard: AtomicUsize,
 }
 
 impl Queues {
+    /// Reads (or makes) the receipt key every node shares, and starts the
+    /// notification fan-out and the timer.
+    ///
+    /// # Errors
+    /// `Unavailable` when the database cannot be reached.
     pub(crate) async fn start(shared: Arc<Shared>) -> Result<Self> {
-        Ok(Self { _shared: shared })
+        let key = admin::receipt_key(&shared).await?;
+        let inner = Arc::new(Inner {
+            shared,
+            key,
+            wakers: wake::Wakers::default(),
+            schedule: wake::Schedule::default(),
+            next_shard: AtomicUsize::new(rand::random_range(0..SHARDS)),
+        });
+        // Fire once at start: rows may have fallen due while no node ran.
+        inner.schedule.at(inner.shared.clock().now());
+        let wakeups = inner.shared.listener().subscribe("q");
+        let announcements = inner.shared.listener().subscribe("t");
+        let tasks = vec![
+            tokio::spawn(fan_out(inner.clone(), wakeups, announcements)),
+            tokio::spawn(timer::run(inner.clone())),
+        ];
+        Ok(Self { inner, tasks })
+    }
+}
+
+impl Drop for Queues {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    /// The counter shard of the next transaction.
+    fn shard(&self) -> i16 {
+        let n = self.next_shard.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        i16::try_from(n).unwrap_or(0)
+    }
+
+    /// Settings of a dead-letter queue made by its first dead letter.
+    fn dead_letter_settings(&self) -> QueueSettings {
+        QueueSettings {
+            dead_letter_queue: None,
+            ..self.shared.queue_defaults().clone()
+        }
+    }
+}
+
+/// Wakes this node's long polls for `q:` notifications and feeds `t:`
+/// announcements to the timer; after a reconnect, wakes everything and
+/// fires the timer, since notifications were missed.
+async fn fan_out(
+    inner: Arc<Inner>,
+    mut wakeups: tokio::sync::broadcast::Receiver<Signal>,
+    mut announcements: tokio::sync::broadcast::Receiver<Signal>,
+) {
+    let resync = |inner: &Inner| {
+        inner.wakers.wake_all();
+        inner.schedule.at(wharf_core::Timestamp::EPOCH);
+    };
+    loop {
+        tokio::select! {
+            signal = listener::recv(&mut wakeups) => match signal {
+                Some(Signal::Notified(queue)) => inner.wakers.wake(&queue),
+                Some(Signal::Resync) => resync(&inner),
+                None => return,
+            },
+            signal = listener::recv(&mut announcements) => match signal {
+                Some(Signal::Notified(at)) => match at.parse::<i64>() {
+                    Ok(at) => inner.schedule.heard(wharf_core::Timestamp::from_micros(at)),
+                    Err(_) => tracing::warn!(payload = %at, "ignoring a malformed due-time announcement"),
+                },
+                Some(Signal::Resync) => resync(&inner),
+                None => return,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl QueueStore for PgStore {
+    async fn create_queue(
+        &self,
+        queue: &QueueName,
+        settings: &QueueSettings,
+    ) -> Result<QueueCreated> {
+        self.queues.inner.create_queue(queue, settings).await
+    }
+
+    async fn enqueue(&self, queue: &QueueName, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
+        self.queues.inner.enqueue(queue, messages).await
+    }
+
+    async fn dequeue(&self, queue: &QueueName, options: DequeueOptions) -> Result<Vec<Delivery>> {
+        self.queues.inner.dequeue(queue, options).await
+    }
+
+    async fn ack(&self, queue: &QueueName, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
+        self.queues.inner.ack(queue, receipts).await
+    }
+
+    async fn nack(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        redeliver_after: Duration,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.queues
+            .inner
+            .nack(queue, receipt, redeliver_after, reason)
+            .await
+    }
+
+    async fn reject(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        reason: String,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.queues
+            .inner
+            .reject(queue, receipt, reason, metadata)
+            .await
+    }
+
+    async fn extend(&self, queue: &QueueName, receipt: &Receipt, timeout: Duration) -> Result<()> {
+        self.queues.inner.extend(queue, receipt, timeout).await
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        self.queues.inner.stats(queue).await
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
+        self.queues.inner.list_queues().await
+    }
+
+    async fn redrive(&self, dead_letter_queue: &QueueName, to: Option<&QueueName>) -> Result<u64> {
+        self.queues.inner.redrive(dead_letter_queue, to).await
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u64> {
+        self.queues.inner.purge(queue).await
+    }
+
+    async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
+        self.queues.inner.delete_queue(queue).await
     }
 }

@@ -249,6 +249,49 @@ mod tests {
     }
 
     #[test]
+    fn postgres_storage_is_read_from_the_file_with_defaults() {
+        let f = file("storage:\n  type: postgres\n  url: postgres://wharf@db:5432/wharf\n");
+        let c = load(Some(f.path()), []).unwrap();
+        assert_eq!(
+            c.storage,
+            StorageConfig::Postgres(wharf_core::PostgresConfig::new(
+                "postgres://wharf@db:5432/wharf"
+            ))
+        );
+        let StorageConfig::Postgres(pg) = c.storage else {
+            unreachable!()
+        };
+        assert_eq!((pg.pool_size, pg.schema.as_str()), (16, "wharf"));
+    }
+
+    #[test]
+    fn postgres_storage_is_set_by_environment_variables() {
+        let env = [
+            ("WHARF_STORAGE__TYPE".into(), "postgres".into()),
+            ("WHARF_STORAGE__URL".into(), "postgres://u@h/d".into()),
+            ("WHARF_STORAGE__POOL_SIZE".into(), "4".into()),
+            ("WHARF_STORAGE__SCHEMA".into(), "tenant_a".into()),
+            ("WHARF_STORAGE__CONNECT_TIMEOUT".into(), "2s".into()),
+        ];
+        let StorageConfig::Postgres(pg) = load(None, env).unwrap().storage else {
+            panic!("WHARF_STORAGE__TYPE=postgres selects PostgreSQL");
+        };
+        assert_eq!(pg.url, "postgres://u@h/d");
+        assert_eq!((pg.pool_size, pg.schema.as_str()), (4, "tenant_a"));
+        assert_eq!(pg.connect_timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn postgres_storage_without_a_url_or_with_a_stray_key_is_refused_by_name() {
+        let f = file("storage:\n  type: postgres\n");
+        let err = load(Some(f.path()), []).unwrap_err().to_string();
+        assert!(err.contains("url"), "{err}");
+        let f = file("storage:\n  type: postgres\n  url: postgres://h/d\n  path: ./x\n");
+        let err = load(Some(f.path()), []).unwrap_err().to_string();
+        assert!(err.contains("path"), "{err}");
+    }
+
+    #[test]
     fn malformed_value_names_the_key_and_the_file() {
         let f = file("server:\n  grpc_listen: not-an-address\n");
         let err = load(Some(f.path()), []).unwrap_err().to_string();

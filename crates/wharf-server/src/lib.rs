@@ -33,6 +33,7 @@ use wharf_proto::v1::queues_server::QueuesServer;
 use wharf_proto::v1::streams_server::StreamsServer;
 
 pub use config::{ConfigError, load as load_config};
+pub use wharf::check_storage;
 
 /// Slack above the largest append batch for the request envelope.
 const ENVELOPE_BYTES: usize = 1024 * 1024;

@@ -48,6 +48,38 @@ pub use wharf_storage::{
 
 use crate::payloads::Offload;
 
+/// Checks that the storage `config` names can be used, changing nothing:
+/// for PostgreSQL, that the database answers and its schema is not newer
+/// than this binary. Returns a one-line summary of what was found.
+///
+/// # Errors
+/// `InvalidArgument` for a malformed setting; `Unavailable` when the
+/// database cannot be reached or refuses the credentials; `Storage` for a
+/// schema newer than this binary.
+pub async fn check_storage(config: &Config) -> Result<String> {
+    match &config.storage {
+        StorageConfig::Embedded { path, .. } => Ok(format!(
+            "embedded store in {} (opened at start)",
+            path.display()
+        )),
+        StorageConfig::Postgres(pg) => {
+            let status = wharf_postgres::PgStore::check(pg).await?;
+            let schema = &pg.schema;
+            Ok(match status.current {
+                0 => format!(
+                    "PostgreSQL reachable; schema `{schema}` is new and will be created at version {}",
+                    status.latest
+                ),
+                v if status.needs_migration() => format!(
+                    "PostgreSQL reachable; schema `{schema}` at version {v} will be migrated to {}",
+                    status.latest
+                ),
+                v => format!("PostgreSQL reachable; schema `{schema}` at version {v} (current)"),
+            })
+        }
+    }
+}
+
 /// An open Wharf: the engine every interface (embedded, gRPC, CLI) calls.
 ///
 /// Cloning is cheap and shares the same storage.

@@ -297,6 +297,22 @@ impl Server {
     pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = serve_command(data);
         command.envs(env.iter().copied());
+        Self::spawn_serving(command, data)
+    }
+
+    /// A server on the PostgreSQL `url` and `schema`, with the environment
+    /// variables `env` set; run from a fresh temporary directory.
+    pub fn start_postgres(url: &str, schema: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut command = postgres_serve_command(url, schema);
+        command.current_dir(dir.path()).envs(env.iter().copied());
+        let mut server = Self::spawn_serving(command, &dir.path().join("unused"));
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Spawns `command` (a `wharf serve`) and waits for its serving line.
+    pub fn spawn_serving(mut command: Command, data: &Path) -> Self {
         let mut child = ChildGuard(
             command
                 .stdin(Stdio::null())
@@ -395,6 +411,20 @@ impl Server {
             )
         })
     }
+}
+
+/// `wharf serve` on port 0 over PostgreSQL at `url` in `schema`.
+pub fn postgres_serve_command(url: &str, schema: &str) -> Command {
+    let mut cmd = wharf();
+    cmd.arg("serve")
+        .env("WHARF_SERVER__GRPC_LISTEN", "127.0.0.1:0")
+        .env("WHARF_SERVER__HTTP_LISTEN", "127.0.0.1:0")
+        .env("WHARF_STORAGE__TYPE", "postgres")
+        .env("WHARF_STORAGE__URL", url)
+        .env("WHARF_STORAGE__SCHEMA", schema)
+        .env("WHARF_STORAGE__POOL_SIZE", "8")
+        .env("RUST_LOG", "warn");
+    cmd
 }
 
 /// `wharf serve` on port 0 with the data in `data`, run from its parent

@@ -20,12 +20,7 @@ pub fn test_clock() -> ManualClock {
     ManualClock::new(Timestamp::from_micros(1_767_225_600_000_000))
 }
 
-/// reqwest (in object_store and the tests) is built without a bundled
-/// rustls provider; the store installs ring's when it builds a cloud
-/// client, the tests before building their own.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use wharf_payload::testing::{in_ci, install_tls_provider};
 
 /// A codec configuration.
 #[derive(Debug, Clone)]
@@ -173,9 +168,4 @@ pub fn payload(seed: u64, len: usize) -> bytes::Bytes {
     }
     out.truncate(len);
     out.into()
-}
-
-/// Whether the test runs in CI, where a missing service fails the test.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }

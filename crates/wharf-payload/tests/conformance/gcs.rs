@@ -150,7 +150,7 @@ pub async fn fixture(variant: Variant) -> Option<Fixture> {
     let prefix = format!(
         "wharf-test/{}-{}/",
         std::process::id(),
-        crate::s3::unique_bucket()
+        wharf_payload::testing::unique_bucket()
     );
     let mut config = config(&bucket, &prefix, account.as_deref());
     config.retry.timeout = Duration::from_secs(30);

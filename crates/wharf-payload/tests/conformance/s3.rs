@@ -10,152 +10,18 @@
 //! otherwise.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::{FutureExt, StreamExt};
-use wharf_core::payload::{RetryConfig, S3StoreConfig};
-use wharf_core::{
-    Error, PayloadFailure, PayloadOffloadConfig, PayloadReference, PayloadStorageType,
-};
+use futures::FutureExt;
+use wharf_core::payload::RetryConfig;
+use wharf_core::{Error, PayloadFailure, PayloadReference};
 use wharf_payload::PayloadStore;
-use wharf_payload::object_store::ObjectStoreExt;
-use wharf_payload::object_store::aws::{AwsAuthorizer, AwsCredential};
-use wharf_payload::object_store::client::{HttpRequest, HttpRequestBody};
+use wharf_payload::testing::{S3TestServer, unique_bucket};
 
 use crate::fixture::{Fixture, Opener, Variant, in_ci, install_tls_provider, payload, test_clock};
 
-/// Where the test server is and how to sign for it.
-#[derive(Debug, Clone)]
-pub struct S3Server {
-    pub endpoint: String,
-    pub access_key: String,
-    pub secret_key: String,
-    pub region: String,
-}
-
-fn var(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-impl S3Server {
-    pub fn from_env() -> Self {
-        Self {
-            endpoint: var("WHARF_TEST_S3_ENDPOINT", "http://127.0.0.1:9000")
-                .trim_end_matches('/')
-                .to_owned(),
-            access_key: var("WHARF_TEST_S3_ACCESS_KEY", "wharf-test-access"),
-            secret_key: var("WHARF_TEST_S3_SECRET_KEY", "wharf-test-secret"),
-            region: var("WHARF_TEST_S3_REGION", "us-east-1"),
-        }
-    }
-
-    fn config(&self, bucket: &str) -> PayloadOffloadConfig {
-        PayloadOffloadConfig {
-            store_type: PayloadStorageType::S3,
-            s3: Some(S3StoreConfig {
-                bucket: bucket.to_owned(),
-                prefix: "events/".to_owned(),
-                region: self.region.clone(),
-                endpoint: Some(self.endpoint.clone()),
-                access_key_id: Some(self.access_key.clone()),
-                secret_access_key: Some(self.secret_key.clone()),
-            }),
-            retry: RetryConfig {
-                max_attempts: 3,
-                timeout: Duration::from_secs(10),
-                backoff: Duration::from_millis(50),
-            },
-            ..PayloadOffloadConfig::default()
-        }
-    }
-
-    /// Whether anything accepts connections at the endpoint.
-    async fn reachable(&self) -> bool {
-        let Ok(url) = url::Url::parse(&self.endpoint) else {
-            return false;
-        };
-        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-            return false;
-        };
-        let connect = tokio::net::TcpStream::connect((host, port));
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), connect).await,
-            Ok(Ok(_))
-        )
-    }
-
-    /// A signed request to the server (bucket operations object_store lacks).
-    async fn send(&self, method: http::Method, path: &str) -> reqwest::Response {
-        install_tls_provider();
-        let url = format!("{}/{path}", self.endpoint);
-        let mut request: HttpRequest = http::Request::builder()
-            .method(method.clone())
-            .uri(&url)
-            .body(HttpRequestBody::empty())
-            .expect("a request");
-        let credential = AwsCredential {
-            key_id: self.access_key.clone(),
-            secret_key: self.secret_key.clone(),
-            token: None,
-        };
-        AwsAuthorizer::new(&credential, "s3", &self.region)
-            .try_authorize(&mut request, None)
-            .expect("sign the request");
-        let mut builder = reqwest::Client::new().request(method, &url);
-        for (name, value) in request.headers() {
-            builder = builder.header(name, value);
-        }
-        builder
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e}"))
-    }
-
-    pub async fn create_bucket(&self, bucket: &str) {
-        let response = self.send(http::Method::PUT, bucket).await;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert!(
-            status.is_success(),
-            "creating bucket {bucket} at {}: {status} {body}",
-            self.endpoint
-        );
-    }
-
-    /// Deletes every object of `bucket`, then the bucket.
-    pub async fn remove_bucket(&self, bucket: &str) {
-        let store =
-            PayloadStore::from_config(&self.config(bucket), Arc::new(test_clock())).expect("store");
-        let raw = store.object_store();
-        let keys: Vec<_> = raw
-            .list(None)
-            .filter_map(|meta| async move { meta.ok().map(|m| m.location) })
-            .collect()
-            .await;
-        for key in keys {
-            let _ = raw.delete(&key).await;
-        }
-        let _ = self.send(http::Method::DELETE, bucket).await;
-    }
-}
-
-/// A bucket name no other test, run or process uses.
-pub fn unique_bucket() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "wharf-test-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
+/// The test server (see `wharf_payload::testing`).
+pub type S3Server = S3TestServer;
 
 /// The server, or `None` after a loud notice when it is down outside CI.
 /// Under CI a missing server fails the test.
@@ -164,14 +30,7 @@ pub async fn server() -> Option<S3Server> {
     if server.reachable().await {
         return Some(server);
     }
-    let how = format!(
-        "no S3-compatible server answers at {endpoint}. Start one with\n  \
-         cargo install s3s-fs --version 0.14.1 --features binary --locked\n  \
-         mkdir -p /tmp/wharf-s3 && s3s-fs --host 127.0.0.1 --port 9000 \
-         --access-key wharf-test-access --secret-key wharf-test-secret /tmp/wharf-s3 &\n\
-         (`.ci/run` does this), or point WHARF_TEST_S3_ENDPOINT/_ACCESS_KEY/_SECRET_KEY at one.",
-        endpoint = server.endpoint
-    );
+    let how = server.how_to_start();
     if in_ci() {
         panic!("{how}");
     }
@@ -184,7 +43,7 @@ pub async fn fixture(variant: Variant) -> Option<Fixture> {
     let bucket = unique_bucket();
     server.create_bucket(&bucket).await;
     let clock = test_clock();
-    let config = server.config(&bucket);
+    let config = server.config(&bucket, "events/");
     let opener_clock = clock.clone();
     let opener: Opener = Box::new(move |variant| {
         PayloadStore::from_config(&variant.apply(&config), Arc::new(opener_clock.clone()))
@@ -241,7 +100,7 @@ async fn uris_name_the_bucket_and_the_prefix() {
 #[tokio::test]
 async fn an_unreachable_endpoint_fails_after_bounded_retries_naming_it() {
     let port = closed_port();
-    let mut config = S3Server::from_env().config("unreachable");
+    let mut config = S3Server::from_env().config("unreachable", "events/");
     let endpoint = format!("http://127.0.0.1:{port}");
     if let Some(s3) = config.s3.as_mut() {
         s3.endpoint = Some(endpoint.clone());
@@ -297,7 +156,7 @@ async fn a_silent_endpoint_times_out_each_attempt() {
             held.push(socket);
         }
     });
-    let mut config = S3Server::from_env().config("silent");
+    let mut config = S3Server::from_env().config("silent", "events/");
     if let Some(s3) = config.s3.as_mut() {
         s3.endpoint = Some(format!("http://127.0.0.1:{port}"));
     }
@@ -343,14 +202,15 @@ async fn wrong_credentials_are_refused_as_access_denied() {
     let bucket = unique_bucket();
     server.create_bucket(&bucket).await;
     let good =
-        PayloadStore::from_config(&server.config(&bucket), Arc::new(test_clock())).expect("store");
+        PayloadStore::from_config(&server.config(&bucket, "events/"), Arc::new(test_clock()))
+            .expect("store");
     let data = payload(4, 5000);
     let reference = good
         .put(&data)
         .await
         .expect("put with the right credentials");
 
-    let mut config = server.config(&bucket);
+    let mut config = server.config(&bucket, "events/");
     if let Some(s3) = config.s3.as_mut() {
         s3.secret_access_key = Some("not-the-secret".to_owned());
     }
