@@ -66,4 +66,3 @@ pub(crate) fn is_retryable(e: &tokio_postgres::Error) -> bool {
         Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
     )
 }
-

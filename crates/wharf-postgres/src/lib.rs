@@ -31,6 +31,7 @@ mod refs;
 mod schema;
 #[doc(hidden)]
 pub mod testing;
+mod vacuum;
 
 pub use schema::{LATEST_VERSION, SchemaStatus};
 
@@ -60,6 +61,7 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     target: String,
     unlocks: refs::PendingUnlocks,
+    vacuum: vacuum::Vacuum,
 }
 
 impl Shared {
@@ -70,7 +72,9 @@ impl Shared {
     /// within the connect timeout.
     pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object> {
         if self.is_closed() {
-            return Err(Error::Unavailable("the PostgreSQL store is closed".to_owned()));
+            return Err(Error::Unavailable(
+                "the PostgreSQL store is closed".to_owned(),
+            ));
         }
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => {
@@ -130,7 +134,9 @@ impl PgStore {
         let target = describe(&pg_config);
         let pool = pool(config, pg_config.clone())?;
         let mut conn = pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => error::pg(&format!("connect to {target}"), e),
+            deadpool_postgres::PoolError::Backend(e) => {
+                error::pg(&format!("connect to {target}"), e)
+            }
             other => error::pool(other),
         })?;
         let client: &mut tokio_postgres::Client = &mut conn;
@@ -147,6 +153,7 @@ impl PgStore {
             closed: AtomicBool::new(false),
             target,
             unlocks: refs::PendingUnlocks::default(),
+            vacuum: vacuum::Vacuum::default(),
         });
         let events = events::Events::start(shared.clone()).await?;
         let queues = queue::Queues::start(shared.clone()).await?;

@@ -68,7 +68,12 @@ impl Kinds {
     }
 
     fn resync_all(&self) {
-        for sender in self.0.lock().unwrap_or_else(PoisonError::into_inner).values() {
+        for sender in self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
             let _ = sender.send(Signal::Resync);
         }
     }

@@ -22,39 +22,63 @@
 //! `messages_ready` in the same order, so the planner keeps choosing the
 //! partial index (a key on `seq` alone is smaller, and the planner takes it,
 //! filtering `ready` row by row through every in-flight row at the head).
-//! Acknowledged messages are deleted; the table has a low fillfactor and
-//! aggressive, unthrottled autovacuum so churn does not leave the head of a
-//! busy queue full of dead tuples. Dequeue updates cannot be HOT (they move
-//! a row between the two partial indexes), so the free space mainly keeps
-//! the new version on the same page.
+//! Acknowledged messages are deleted. Against bloat under churn the table
+//! has aggressive, unthrottled autovacuum settings, and every round reports
+//! the rows it made dead to the node's vacuum trigger (`crate::vacuum`),
+//! which vacuums long before autovacuum's next look. Dequeue updates cannot
+//! be HOT (they move a row between the two partial indexes); the fillfactor
+//! of 70 keeps the new version on the same page, so its WAL record is
+//! compressed against the old one and `data`, the last column, is not
+//! logged again. Stats count rows (O(depth)); nothing on the hot path does.
 //!
-//! # Dequeue
+//! # Dequeue and acknowledge
 //!
-//! Two statements pipelined on one connection (one round trip), each its
-//! own transaction:
+//! A dequeue runs two statements in one transaction:
 //!
 //! 1. *promote*: waiting rows of the queue whose `visible_at` has passed on
 //!    the store's clock become ready (found through `messages_waiting`, so
 //!    an empty check costs one index probe); it also reports whether an
 //!    expired **last** attempt waits to be dead-lettered.
-//! 2. *deliver*, pgmq style: `UPDATE … FROM (SELECT seq … WHERE queue_id = q
-//!    AND ready ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED)`, which sets
-//!    `visible_at = now + timeout`, `attempts + 1`, and adds to a counter
-//!    shard, all committed before the rows are returned.
+//! 2. *deliver*, pgmq style: `UPDATE … WHERE seq = ANY (SELECT seq … WHERE
+//!    queue_id = q AND ready ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED)`,
+//!    which sets `visible_at = now + timeout`, `attempts + 1`, and adds to a
+//!    counter shard, all committed before the rows are returned.
+//!
+//! An acknowledgement is one `DELETE` of every receipt that still names its
+//! message's current delivery. On each node, the dequeues and
+//! acknowledgements of a queue that arrive while a round for it runs are
+//! combined into the next round: one transaction sent as one pipeline (one
+//! round trip, one commit) for all of them (see `combine`).
 //!
 //! An expired last attempt is never made ready: every statement that could
 //! deliver, acknowledge, nack or extend it excludes it, and it moves to the
 //! dead-letter target (created with the defaults if missing) in one
 //! transaction that locks it (`FOR UPDATE`) — the dequeue's own follow-up,
 //! a stats or list call, or any node's timer (`SKIP LOCKED`, so timers on
-//! several nodes never wait on each other).
+//! several nodes never wait on each other; at REPEATABLE READ, so a row
+//! another transaction just moved makes the timer retry rather than stay
+//! locked by it, which would hide it from dequeues' `SKIP LOCKED`).
 //!
 //! # Wake-ups and timers
 //!
-//! Whatever makes a message visible (enqueue, nack, promotion, dead-letter
-//! move, redrive) sends `pg_notify(channel, 'q:<queue>')` in its
-//! transaction, once per queue. Each node's listener fans notifications out
-//! to the long polls waiting on that node; a reconnect wakes them all.
+//! Whatever makes a message visible sends `pg_notify(channel, 'q:<queue>')`
+//! in its transaction, once per queue; each node's listener fans
+//! notifications out to the long polls waiting on that node, and a
+//! reconnect wakes them all. Enqueues are the exception that matters:
+//! PostgreSQL serializes the commits of notifying transactions, so an
+//! enqueue notifies only when a long poll of *another* node is registered
+//! in `queue_waiters` (its own node's polls it wakes in memory after the
+//! commit). A poll registers when it first finds its queue empty and then
+//! looks once more before waiting; registering takes the queue's advisory
+//! lock key exclusively, an enqueue takes it shared, so each enqueue either
+//! commits before the poll's second look or sees the registration.
+//! Registrations expire a second after their poll's wait.
+//!
+//! The same key keeps a queue from being deleted under an insert: a delete
+//! takes it exclusively before removing the queue's rows, an enqueue (or a
+//! dead-letter move, or a redrive into the queue) shares it. An advisory
+//! lock rather than `FOR KEY SHARE` on the queue's row, which concurrent
+//! producers would each have to write.
 //!
 //! Each node runs one timer task sleeping on the store's clock until the
 //! earliest due time it knows. It learns due times from its own writes,
@@ -93,6 +117,7 @@ use crate::{PgStore, Shared};
 
 mod admin;
 mod codec;
+mod combine;
 mod dead;
 mod deliver;
 mod step;
@@ -115,7 +140,10 @@ pub(crate) struct Inner {
     key: ReceiptKey,
     wakers: wake::Wakers,
     schedule: wake::Schedule,
+    combiner: combine::Combiner,
     next_shard: AtomicUsize,
+    /// This node, as the waiters it registers name it.
+    node: uuid::Uuid,
 }
 
 impl Queues {
@@ -131,7 +159,9 @@ impl Queues {
             key,
             wakers: wake::Wakers::default(),
             schedule: wake::Schedule::default(),
+            combiner: combine::Combiner::default(),
             next_shard: AtomicUsize::new(rand::random_range(0..SHARDS)),
+            node: uuid::Uuid::new_v4(),
         });
         // Fire once at start: rows may have fallen due while no node ran.
         inner.schedule.at(inner.shared.clock().now());

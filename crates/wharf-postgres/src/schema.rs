@@ -91,7 +91,12 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
     }
     tx.commit().await.map_err(|e| pg(&doing, e))?;
     if current < LATEST_VERSION {
-        tracing::info!(schema, from = current, to = LATEST_VERSION, "migrated the PostgreSQL schema");
+        tracing::info!(
+            schema,
+            from = current,
+            to = LATEST_VERSION,
+            "migrated the PostgreSQL schema"
+        );
     }
     Ok(current)
 }
@@ -132,7 +137,10 @@ pub(crate) async fn status(client: &Client, schema: &str) -> Result<SchemaStatus
 
 async fn current_version(tx: &tokio_postgres::Transaction<'_>, doing: &str) -> Result<i32> {
     Ok(tx
-        .query_one("SELECT coalesce(max(version), 0) FROM wharf_migrations", &[])
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM wharf_migrations",
+            &[],
+        )
         .await
         .map_err(|e| pg(doing, e))?
         .get(0))

@@ -11,7 +11,7 @@ use wharf_storage::conformance::queue_model::run_queue_model;
 /// Cases per run: every step is a few round trips to the server, so fewer
 /// than the embedded store's; `WHARF_QUEUE_MODEL_CASES` overrides it for a
 /// longer soak.
-const CASES: u32 = 300;
+const CASES: u32 = 200;
 
 async fn postgres(clock: ManualClock) -> TestQueues {
     let schema = TestSchema::new();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wharf_core::{DequeueOptions, Delivery, ManualClock, NewMessage, QueueName, Receipt};
+use wharf_core::{Delivery, DequeueOptions, ManualClock, NewMessage, QueueName, Receipt};
 use wharf_postgres::PgStore;
 use wharf_postgres::testing::TestSchema;
 use wharf_storage::QueueStore;
@@ -70,23 +70,70 @@ fn data(d: &Delivery) -> String {
 async fn a_long_poll_on_one_node_wakes_for_an_enqueue_on_another() {
     let clock = test_clock();
     let (_schema, a, b) = two_nodes(&clock).await;
-    a.create_queue(&q("jobs"), &Default::default()).await.unwrap();
+    a.create_queue(&q("jobs"), &Default::default())
+        .await
+        .unwrap();
     let waiting = spawn_long_poll(&b, "jobs").await;
     a.enqueue(&q("jobs"), vec![NewMessage::new("hello")])
         .await
         .unwrap();
     let got = within(waiting, "long poll on B after an enqueue on A").await;
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!((data(&got[0]).as_str(), got[0].delivery_attempt), ("hello", 1));
+    assert_eq!(
+        (data(&got[0]).as_str(), got[0].delivery_attempt),
+        ("hello", 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_never_miss_an_enqueue_racing_them_from_another_node() {
+    // An enqueue notifies other nodes only when one of their long polls is
+    // registered as waiting; here each enqueue races the poll's
+    // registration, and the clock stands still, so a missed wake-up would
+    // leave the poll waiting.
+    let clock = test_clock();
+    let (_schema, a, b) = two_nodes(&clock).await;
+    a.create_queue(&q("race"), &Default::default())
+        .await
+        .unwrap();
+    for round in 0..20 {
+        let b = b.clone();
+        let poll = tokio::spawn(async move {
+            b.dequeue(
+                &q("race"),
+                options(10, Duration::from_secs(60), Duration::from_secs(20)),
+            )
+            .await
+            .expect("long poll succeeds")
+        });
+        if round % 2 == 1 {
+            tokio::task::yield_now().await;
+        }
+        a.enqueue(&q("race"), vec![NewMessage::new(round.to_string())])
+            .await
+            .unwrap();
+        let got = within(poll, "a long poll racing an enqueue on the other node").await;
+        assert_eq!(
+            got.iter().map(data).collect::<Vec<_>>(),
+            [round.to_string()]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visibility_timeout_set_on_one_node_wakes_a_long_poll_on_another() {
     let clock = test_clock();
     let (_schema, a, b) = two_nodes(&clock).await;
-    let id = a.enqueue(&q("jobs"), vec![NewMessage::new("m")]).await.unwrap()[0].message_id;
+    let id = a
+        .enqueue(&q("jobs"), vec![NewMessage::new("m")])
+        .await
+        .unwrap()[0]
+        .message_id;
     let first = a
-        .dequeue(&q("jobs"), options(1, Duration::from_secs(5), Duration::ZERO))
+        .dequeue(
+            &q("jobs"),
+            options(1, Duration::from_secs(5), Duration::ZERO),
+        )
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
@@ -94,7 +141,10 @@ async fn a_visibility_timeout_set_on_one_node_wakes_a_long_poll_on_another() {
     // Less than the ten seconds after which an idle timer looks anyway.
     clock.advance(Duration::from_secs(5) - Duration::from_micros(1));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiting.is_finished(), "1 µs before the timeout B still waits");
+    assert!(
+        !waiting.is_finished(),
+        "1 µs before the timeout B still waits"
+    );
     clock.advance(Duration::from_micros(1));
     let got = within(waiting, "long poll on B when A's delivery times out").await;
     assert_eq!(got.len(), 1, "{got:?}");

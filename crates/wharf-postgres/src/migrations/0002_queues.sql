@@ -102,3 +102,14 @@ CREATE TABLE queue_dedup (
     PRIMARY KEY (queue_id, dedup_id)
 );
 CREATE INDEX queue_dedup_by_expiry ON queue_dedup (expires_at);
+
+-- Long polls waiting on a queue, per node, until `expires_at` (clock
+-- time): an enqueue notifies other nodes only when one of theirs waits.
+-- Rows are never removed by their poll (a later poll of the same node may
+-- have renewed them); they expire, and timers sweep them.
+CREATE TABLE queue_waiters (
+    queue      text NOT NULL,
+    node       uuid NOT NULL,
+    expires_at bigint NOT NULL,
+    PRIMARY KEY (queue, node)
+);

@@ -10,10 +10,11 @@ use wharf_core::{
 use wharf_storage::receipt::ReceiptKey;
 
 use super::Inner;
-use super::deliver::create;
+use super::deliver::{LOCK_EXCLUSIVE, create, queue_key};
 use super::step::{Fail, Step, count, micros, queue_name, retrying, settings};
 use crate::Shared;
 use crate::error::pg;
+use crate::vacuum::Vacuum;
 
 const STORE_RECEIPT_KEY: &str = "
 INSERT INTO queue_secrets (name, value) VALUES ('receipt_key', $1)
@@ -75,10 +76,11 @@ SELECT (SELECT id FROM q), (SELECT count(*) FROM purged)";
 const DELETE_QUEUE: &str = "DELETE FROM queues WHERE name = $1 RETURNING id";
 
 const DELETE_CONTENTS: &str = "
-WITH purged AS (DELETE FROM messages WHERE queue_id = $1 AND (ready OR NOT ready)),
+WITH purged AS (
+    DELETE FROM messages WHERE queue_id = $1 AND (ready OR NOT ready) RETURNING 1),
 counters AS (DELETE FROM queue_counters WHERE queue_id = $1),
 dedup AS (DELETE FROM queue_dedup WHERE queue_id = $1)
-SELECT 1";
+SELECT count(*) FROM purged";
 
 /// The receipt key every node shares: made by the first node to start,
 /// read by the others.
@@ -233,7 +235,9 @@ impl Inner {
                 if row.try_get::<_, Option<i64>>(0)?.is_none() {
                     return Err(Fail::Caller(Error::QueueNotFound(queue.clone())));
                 }
-                Ok(count(row.try_get(1)?))
+                let purged = count(row.try_get(1)?);
+                Vacuum::deleted(&self.shared, purged);
+                Ok(purged)
             },
         )
         .await
@@ -246,12 +250,14 @@ impl Inner {
             || async {
                 let mut conn = self.shared.conn().await?;
                 let tx = conn.transaction().await?;
+                tx.query_one(LOCK_EXCLUSIVE, &[&queue_key(queue)]).await?;
                 let Some(row) = tx.query_opt(DELETE_QUEUE, &[&queue.as_str()]).await? else {
                     return Err(Fail::Caller(Error::QueueNotFound(queue.clone())));
                 };
                 let id: i64 = row.try_get(0)?;
-                tx.execute(DELETE_CONTENTS, &[&id]).await?;
+                let purged: i64 = tx.query_one(DELETE_CONTENTS, &[&id]).await?.try_get(0)?;
                 tx.commit().await?;
+                Vacuum::deleted(&self.shared, count(purged));
                 Ok(())
             },
         )

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use tokio_postgres::IsolationLevel;
 use wharf_core::payload::dead_letter_keys;
 use wharf_core::queue::{
     DEAD_LETTERED_AT, DELIVERY_ATTEMPTS, LAST_ERROR, NACKED_WITHOUT_REASON, ORIGINAL_STREAM_NAME,
     VISIBILITY_TIMEOUT_EXPIRED,
 };
 use wharf_core::{Error, QueueName, Receipt, Result, Timestamp};
-use tokio_postgres::IsolationLevel;
 use wharf_storage::receipt::ReceiptParts;
 
 use super::Inner;
@@ -190,7 +190,11 @@ impl Inner {
                 conn.transaction().await?
             };
             let select = tx
-                .prepare_cached(if skip_locked { &DOOMED_SKIP } else { &DOOMED_WAIT })
+                .prepare_cached(if skip_locked {
+                    &DOOMED_SKIP
+                } else {
+                    &DOOMED_WAIT
+                })
                 .await?;
             let rows = tx.query(&select, &[&name, &now.as_micros()]).await?;
             let mut moves = Vec::with_capacity(rows.len());
@@ -225,7 +229,8 @@ impl Inner {
             }
             let targets = self.move_messages(&tx, &moves, now).await?;
             for (source_id, n) in sources {
-                tx.execute(COUNT_DEAD, &[&source_id, &self.shard(), &n]).await?;
+                tx.execute(COUNT_DEAD, &[&source_id, &self.shard(), &n])
+                    .await?;
             }
             tx.commit().await?;
             self.woke(&targets);
@@ -301,7 +306,8 @@ impl Inner {
         )
         .await?;
         let notes: Vec<String> = targets.iter().map(|(t, _)| wake_up(t.as_str())).collect();
-        tx.execute(NOTIFY, &[&self.shared.channel(), &notes]).await?;
+        tx.execute(NOTIFY, &[&self.shared.channel(), &notes])
+            .await?;
         Ok(targets.into_iter().map(|(t, _)| t).collect())
     }
 
@@ -391,7 +397,10 @@ impl Inner {
         };
         let vt = Duration::from_micros(row.try_get::<_, i64>(3)?.max(0).unsigned_abs());
         let (dead, last_error, extra, visible_at) = match how {
-            GiveBack::Nack { after: delay, reason } => (
+            GiveBack::Nack {
+                after: delay,
+                reason,
+            } => (
                 target.filter(|_| limit.is_some_and(|l| state.attempts >= l)),
                 reason.unwrap_or(NACKED_WITHOUT_REASON),
                 BTreeMap::new(),

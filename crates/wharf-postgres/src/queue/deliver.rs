@@ -1,11 +1,12 @@
-//! The hot path: enqueue, dequeue (with long polling), acknowledge and
-//! extend, each one statement in the common case.
+//! The hot path: enqueue, long polling, acknowledge and extend, and the
+//! lease checks every receipt goes through. Dequeues and acknowledgements
+//! run in the queue's rounds (see `combine`).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Statement};
 use uuid::Uuid;
 use wharf_core::queue::DEDUP_WINDOW;
 use wharf_core::{
@@ -14,18 +15,20 @@ use wharf_core::{
 };
 use wharf_storage::receipt::ReceiptParts;
 
-use super::codec::{encode_metadata, encode_reference};
-use super::step::{
-    DELIVERY_COLUMNS, Fail, Step, after, attempt_of, delivery, micros, retrying, seq_of,
-};
-use super::wake::{announcement, wake_up};
 use super::Inner;
+use super::codec::{encode_metadata, encode_reference};
+use super::step::{Fail, Step, after, attempt_of, micros, retrying, seq_of};
+use super::wake::{announcement, wake_up};
 
-/// Inserts a batch into the queue named `$1`, locking its row against a
-/// concurrent delete (`FOR KEY SHARE`); inserts nothing when it does not
-/// exist. Sends the notifications `$11` when it does.
+/// Inserts a batch into the queue named `$1`; inserts nothing when it does
+/// not exist. Sends the notifications `$11` when it does, but a wake-up
+/// (`q:`) only when a long poll of another node than `$12` waits on the
+/// queue: `NOTIFY` serializes the commits of every notifying transaction
+/// in the database, so producers must not all notify. Runs after
+/// [`LOCK_SHARED`] in the same transaction (see [`Inner::register_waiter`]
+/// for why that makes the check safe).
 const ENQUEUE: &str = "
-WITH q AS MATERIALIZED (SELECT id FROM queues WHERE name = $1 FOR KEY SHARE),
+WITH q AS MATERIALIZED (SELECT id FROM queues WHERE name = $1),
 inserted AS (
     INSERT INTO messages (seq, queue_id, ready, leased, visible_at, attempts, enqueued_at,
                           message_id, content_type, metadata, payload_hash, payload_ref, data)
@@ -37,7 +40,12 @@ inserted AS (
     WHERE EXISTS (SELECT 1 FROM q)
     ORDER BY r.ord
     RETURNING 1),
-notified AS (SELECT pg_notify($10, p) FROM unnest($11::text[]) AS p WHERE EXISTS (SELECT 1 FROM q))
+notified AS (
+    SELECT pg_notify($10, p) FROM unnest($11::text[]) AS p
+    WHERE EXISTS (SELECT 1 FROM q)
+      AND (left(p, 2) <> 'q:' OR EXISTS (
+          SELECT 1 FROM queue_waiters w
+          WHERE w.queue = $1 AND w.node <> $12 AND w.expires_at > $2)))
 SELECT (SELECT id FROM q), (SELECT count(*) FROM inserted), (SELECT count(*) FROM notified)";
 
 /// Claims dedup id `$2` for message `$3` unless a claim is still live.
@@ -50,73 +58,6 @@ ON CONFLICT (queue_id, dedup_id) DO UPDATE
 RETURNING 1";
 
 const FIND_DEDUP: &str = "SELECT message_id FROM queue_dedup WHERE queue_id = $1 AND dedup_id = $2";
-
-/// Makes due waiting rows of queue `$1` ready (never an expired last
-/// attempt), notifying `$4` if any; reports whether an expired last attempt
-/// of the queue, or of a queue dead-lettering into it, waits to be moved.
-const PROMOTE: &str = "
-WITH q AS MATERIALIZED (SELECT id, attempt_limit FROM queues WHERE name = $1),
-promoted AS (
-    UPDATE messages m SET ready = true
-    WHERE m.queue_id = (SELECT id FROM q) AND NOT m.ready AND m.visible_at <= $2
-      AND NOT (m.leased AND m.attempts >= coalesce((SELECT attempt_limit FROM q), 2147483647))
-    RETURNING 1),
-n AS (SELECT count(*) AS k FROM promoted),
-notified AS (SELECT pg_notify($3, $4) FROM n WHERE k > 0)
-SELECT (SELECT id FROM q), (SELECT k FROM n), (SELECT count(*) FROM notified),
-    EXISTS (
-        SELECT 1 FROM queues s JOIN messages m ON m.queue_id = s.id
-        WHERE (s.name = $1 OR s.dead_letter_queue = $1) AND s.attempt_limit IS NOT NULL
-          AND NOT m.ready AND m.leased AND m.visible_at <= $2 AND m.attempts >= s.attempt_limit)";
-
-/// Delivers up to `$2` ready messages of queue `$1`, oldest first, until
-/// `$3` plus the timeout `$4` (or the queue's); counts them in shard `$5`.
-/// One row with the queue id (NULL: no such queue) and the delivery
-/// columns (NULL: nothing delivered), or one per delivery.
-static DEQUEUE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "
-WITH q AS MATERIALIZED (SELECT id, visibility_timeout_us FROM queues WHERE name = $1),
-picked AS (
-    SELECT seq FROM messages
-    WHERE queue_id = (SELECT id FROM q) AND ready
-    ORDER BY seq LIMIT $2
-    FOR UPDATE SKIP LOCKED),
-delivered AS (
-    UPDATE messages m
-    SET ready = false, leased = true, attempts = m.attempts + 1,
-        visible_at = $3 + coalesce($4, (SELECT visibility_timeout_us FROM q))
-    WHERE m.queue_id = (SELECT id FROM q) AND m.seq = ANY (ARRAY(SELECT seq FROM picked))
-    RETURNING {DELIVERY_COLUMNS}),
-counted AS (
-    INSERT INTO queue_counters AS c (queue_id, shard, deliveries)
-    SELECT (SELECT id FROM q), $5::smallint, count(*) FROM delivered HAVING count(*) > 0
-    ON CONFLICT (queue_id, shard) DO UPDATE SET deliveries = c.deliveries + excluded.deliveries)
-SELECT (SELECT id FROM q), d.*
-FROM (SELECT 1) AS one LEFT JOIN delivered AS d ON true"
-    )
-});
-
-/// Deletes the messages whose receipts name their current delivery,
-/// counting them in shard `$6`. Returns the queue id and attempts limit
-/// (NULL: no such queue) and the deliveries deleted (keys and attempts).
-const ACK: &str = "
-WITH q AS MATERIALIZED (SELECT id, attempt_limit FROM queues WHERE name = $1),
-acked AS (
-    DELETE FROM messages m
-    WHERE m.seq = ANY ($2::bigint[]) AND m.queue_id = (SELECT id FROM q)
-      AND EXISTS (
-          SELECT 1 FROM unnest($2::bigint[], $3::uuid[], $4::int[]) AS r(seq, message_id, attempt)
-          WHERE r.seq = m.seq AND r.message_id = m.message_id AND r.attempt = m.attempts)
-      AND NOT (m.leased AND NOT m.ready AND m.visible_at <= $5
-               AND m.attempts >= coalesce((SELECT attempt_limit FROM q), 2147483647))
-    RETURNING m.seq, m.attempts),
-counted AS (
-    INSERT INTO queue_counters AS c (queue_id, shard, acks)
-    SELECT (SELECT id FROM q), $6::smallint, count(*) FROM acked HAVING count(*) > 0
-    ON CONFLICT (queue_id, shard) DO UPDATE SET acks = c.acks + excluded.acks)
-SELECT (SELECT id FROM q), (SELECT attempt_limit FROM q), ARRAY(SELECT seq FROM acked),
-       ARRAY(SELECT attempts FROM acked)";
 
 /// Keeps the message of a current delivery in flight until `$5`.
 const EXTEND: &str = "
@@ -137,11 +78,33 @@ const LEASE_STATE: &str = "
 SELECT seq, message_id, attempts, leased, ready, visible_at
 FROM messages WHERE seq = ANY ($1::bigint[]) AND queue_id = $2";
 
-const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
-
 const QUEUE_ID: &str = "SELECT id, attempt_limit FROM queues WHERE name = $1";
 
-const LOCK_QUEUE: &str = "SELECT id FROM queues WHERE name = $1 FOR KEY SHARE";
+/// Keeps queue `$1` (its lock key) from being deleted until the transaction
+/// ends. A delete takes the key exclusively ([`LOCK_EXCLUSIVE`]) before it
+/// deletes the queue's rows, so nothing is inserted into a queue being
+/// deleted: an insert either commits first, or waits and then finds the
+/// queue gone. An advisory lock rather than `FOR KEY SHARE` on the queue's
+/// row: concurrent producers would each write that row (and share it
+/// through a MultiXact).
+pub(super) const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
+/// Waits for the inserts into queue `$1` under way, and keeps new ones out
+/// until the transaction ends.
+pub(super) const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1)";
+
+const FIND_QUEUE: &str = "SELECT id FROM queues WHERE name = $1";
+
+/// Records that a long poll of node `$2` waits on queue `$1` until `$3`.
+const REGISTER_WAITER: &str = "
+INSERT INTO queue_waiters AS w (queue, node, expires_at) VALUES ($1, $2, $3)
+ON CONFLICT (queue, node) DO UPDATE SET expires_at = greatest(w.expires_at, excluded.expires_at)";
+
+/// How long (clock time) a waiter's registration outlasts its poll's wait:
+/// a consumer that polls again at once is still registered and need not
+/// write again. Lasting longer than needed costs notifications nobody waits
+/// for (and serialized commits), so it is short.
+const WAITER_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 const CREATE_QUEUE: &str = "
 INSERT INTO queues (name, max_delivery_attempts, dead_letter_queue, visibility_timeout_us)
@@ -158,6 +121,41 @@ struct Row<'a> {
     payload_hash: Option<&'a [u8]>,
     payload_ref: Option<Vec<u8>>,
     data: &'a [u8],
+}
+
+/// The parameters of one [`ENQUEUE`], owned so that the statement can be
+/// sent in a pipeline.
+struct InsertParams<'a> {
+    name: &'a str,
+    now: i64,
+    ids: Vec<Uuid>,
+    visible_at: Vec<i64>,
+    content_types: Vec<&'a [u8]>,
+    metadata: Vec<&'a [u8]>,
+    hashes: Vec<Option<&'a [u8]>>,
+    refs: Vec<Option<&'a [u8]>>,
+    data: Vec<&'a [u8]>,
+    notes: Vec<String>,
+    node: Uuid,
+}
+
+impl InsertParams<'_> {
+    fn sql<'s>(&'s self, channel: &'s &str) -> [&'s (dyn ToSql + Sync); 12] {
+        [
+            &self.name,
+            &self.now,
+            &self.ids,
+            &self.visible_at,
+            &self.content_types,
+            &self.metadata,
+            &self.hashes,
+            &self.refs,
+            &self.data,
+            channel,
+            &self.notes,
+            &self.node,
+        ]
+    }
 }
 
 /// A message's state as a lease check sees it.
@@ -196,8 +194,7 @@ pub(super) fn lease_lost(
                     parts.attempt, s.attempts
                 )
             } else if s.doomed(limit, now) {
-                "its last delivery attempt timed out: the message is being dead-lettered"
-                    .to_owned()
+                "its last delivery attempt timed out: the message is being dead-lettered".to_owned()
             } else {
                 return None;
             }
@@ -223,17 +220,31 @@ pub(super) async fn existing(
     }
 }
 
-/// The id of `queue`, locked against deletion until the transaction ends;
+/// The advisory-lock key of queue `name`: a hash of the name (a queue made
+/// again under it is the same resource), with the top bit set so it never
+/// meets a payload key (see `refs`).
+pub(super) fn queue_key(queue: &QueueName) -> i64 {
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"wharf-queue:".iter().chain(queue.as_str().as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes((h | 1 << 63).to_ne_bytes())
+}
+
+/// The id of `queue`, kept from deletion until the transaction ends;
 /// created with `settings` if it does not exist.
 pub(super) async fn lock_or_create(
     client: &(impl GenericClient + Sync),
     queue: &QueueName,
     settings: &QueueSettings,
 ) -> Step<i64> {
+    client.query_one(LOCK_SHARED, &[&queue_key(queue)]).await?;
     // Each round either finds the queue or creates it, unless a concurrent
     // creation and deletion interleave with it; give up after a few.
     for _ in 0..8 {
-        if let Some(row) = client.query_opt(LOCK_QUEUE, &[&queue.as_str()]).await? {
+        if let Some(row) = client.query_opt(FIND_QUEUE, &[&queue.as_str()]).await? {
             return Ok(row.try_get(0)?);
         }
         if let Some(id) = create(client, queue, settings).await? {
@@ -291,7 +302,10 @@ impl Inner {
             .collect();
         let doing = || format!("enqueue to `{queue}`");
         let outcome = if messages.iter().any(|m| m.dedup_id.is_some()) {
-            retrying(doing, || self.enqueue_deduplicated(queue, &messages, &rows, now)).await?
+            retrying(doing, || {
+                self.enqueue_deduplicated(queue, &messages, &rows, now)
+            })
+            .await?
         } else {
             retrying(doing, || self.enqueue_plain(queue, &rows, now)).await?;
             rows.iter()
@@ -342,54 +356,63 @@ impl Inner {
         notes
     }
 
-    /// Inserts `rows` into `queue`; `false` when the queue does not exist.
-    async fn insert(
+    /// The parameters of [`ENQUEUE`] for `rows`.
+    fn insert_params<'a>(
         &self,
-        client: &(impl GenericClient + Sync),
-        statement: &Statement,
-        queue: &QueueName,
-        rows: &[&Row<'_>],
+        queue: &'a QueueName,
+        rows: &[&'a Row<'a>],
         now: Timestamp,
-    ) -> Step<bool> {
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        let visible_at: Vec<i64> = rows.iter().map(|r| r.visible_at).collect();
-        let content_types: Vec<&[u8]> = rows.iter().map(|r| r.content_type).collect();
-        let metadata: Vec<&[u8]> = rows.iter().map(|r| &r.metadata[..]).collect();
-        let hashes: Vec<Option<&[u8]>> = rows.iter().map(|r| r.payload_hash).collect();
-        let refs: Vec<Option<&[u8]>> = rows.iter().map(|r| r.payload_ref.as_deref()).collect();
-        let data: Vec<&[u8]> = rows.iter().map(|r| r.data).collect();
-        let notes = self.enqueue_notes(queue, rows, now);
-        let row = client
-            .query_one(
-                statement,
-                &[
-                    &queue.as_str(),
-                    &now.as_micros(),
-                    &ids,
-                    &visible_at,
-                    &content_types,
-                    &metadata,
-                    &hashes,
-                    &refs,
-                    &data,
-                    &self.shared.channel(),
-                    &notes,
-                ],
-            )
-            .await?;
-        Ok(row.try_get::<_, Option<i64>>(0)?.is_some())
+    ) -> InsertParams<'a> {
+        InsertParams {
+            name: queue.as_str(),
+            now: now.as_micros(),
+            ids: rows.iter().map(|r| r.id).collect(),
+            visible_at: rows.iter().map(|r| r.visible_at).collect(),
+            content_types: rows.iter().map(|r| r.content_type).collect(),
+            metadata: rows.iter().map(|r| &r.metadata[..]).collect(),
+            hashes: rows.iter().map(|r| r.payload_hash).collect(),
+            refs: rows.iter().map(|r| r.payload_ref.as_deref()).collect(),
+            data: rows.iter().map(|r| r.data).collect(),
+            notes: self.enqueue_notes(queue, rows, now),
+            node: self.node,
+        }
     }
 
+    /// An enqueue without dedup ids: the lock and the insert in one
+    /// transaction sent as one pipeline; the queue is created (and the
+    /// pipeline sent again) when it does not exist.
     async fn enqueue_plain(&self, queue: &QueueName, rows: &[Row<'_>], now: Timestamp) -> Step<()> {
         let conn = self.shared.conn().await?;
-        let statement = conn.prepare_cached(ENQUEUE).await?;
+        let (lock, statement) = futures::try_join!(
+            conn.prepare_cached(LOCK_SHARED),
+            conn.prepare_cached(ENQUEUE)
+        )?;
         let rows: Vec<&Row<'_>> = rows.iter().collect();
-        if self.insert(&**conn, &statement, queue, &rows, now).await? {
-            return Ok(());
-        }
-        create(&**conn, queue, self.shared.queue_defaults()).await?;
-        if self.insert(&**conn, &statement, queue, &rows, now).await? {
-            return Ok(());
+        let key = queue_key(queue);
+        let channel = self.shared.channel();
+        for round in 0..2 {
+            let params = self.insert_params(queue, &rows, now);
+            let insert_params = params.sql(&channel);
+            let lock_params: [&(dyn ToSql + Sync); 1] = [&key];
+            // Sent in this order before any answer is read; a failed
+            // statement aborts the transaction, and the COMMIT then rolls
+            // it back.
+            let (begun, locked, inserted, committed) = futures::join!(
+                conn.batch_execute("BEGIN"),
+                conn.query_one(&lock, &lock_params),
+                conn.query_one(&statement, &insert_params),
+                conn.batch_execute("COMMIT"),
+            );
+            begun?;
+            locked?;
+            let inserted = inserted?;
+            committed?;
+            if inserted.try_get::<_, Option<i64>>(0)?.is_some() {
+                return Ok(());
+            }
+            if round == 0 {
+                create(&**conn, queue, self.shared.queue_defaults()).await?;
+            }
         }
         Err(Fail::Caller(Error::Unavailable(format!(
             "queue `{queue}` was deleted while it was being created; try again"
@@ -438,11 +461,16 @@ impl Inner {
             });
             fresh.push(row);
         }
-        let statement = tx.prepare_cached(ENQUEUE).await?;
-        if !fresh.is_empty() && !self.insert(&*tx, &statement, queue, &fresh, now).await? {
-            return Err(Fail::Caller(Error::Storage(format!(
-                "queue `{queue}` vanished while locked"
-            ))));
+        if !fresh.is_empty() {
+            let statement = tx.prepare_cached(ENQUEUE).await?;
+            let params = self.insert_params(queue, &fresh, now);
+            let channel = self.shared.channel();
+            let inserted = tx.query_one(&statement, &params.sql(&channel)).await?;
+            if inserted.try_get::<_, Option<i64>>(0)?.is_none() {
+                return Err(Fail::Caller(Error::Storage(format!(
+                    "queue `{queue}` vanished while locked"
+                ))));
+            }
         }
         tx.commit().await?;
         Ok(outcome)
@@ -451,7 +479,7 @@ impl Inner {
     /// Long polls: registered on the queue's notifier before each look, so
     /// a wake-up between the look and the wait is not lost.
     pub(super) async fn dequeue(
-        &self,
+        self: &Arc<Self>,
         queue: &QueueName,
         options: DequeueOptions,
     ) -> Result<Vec<Delivery>> {
@@ -461,6 +489,7 @@ impl Inner {
         let clock = self.shared.clock().clone();
         let give_up = clock.now().saturating_add(options.wait);
         let notify = self.wakers.of(queue.as_str());
+        let mut registered = false;
         loop {
             let woken = notify.clone().notified_owned();
             tokio::pin!(woken);
@@ -469,6 +498,13 @@ impl Inner {
             if !got.is_empty() || clock.now() >= give_up {
                 return Ok(got);
             }
+            if !registered {
+                // Other nodes wake only queues someone waits on: say so,
+                // then look once more before waiting.
+                self.register_waiter(queue, give_up).await?;
+                registered = true;
+                continue;
+            }
             tokio::select! {
                 () = woken => {}
                 () = clock.sleep_until(give_up) => return Ok(Vec::new()),
@@ -476,165 +512,64 @@ impl Inner {
         }
     }
 
-    async fn dequeue_now(&self, queue: &QueueName, options: DequeueOptions) -> Result<Vec<Delivery>> {
-        let (deliveries, dead_due) = retrying(
-            || format!("dequeue from `{queue}`"),
-            || self.deliver(queue, options),
+    /// Registers a long poll of this node on `queue` until `until` (at
+    /// least), unless a registration already covers it.
+    ///
+    /// The registration takes the queue's lock key exclusively, an enqueue
+    /// shares it: either the enqueue commits first (and the poll's next look
+    /// finds its message) or it starts after the registration committed
+    /// (and sees the waiter, and notifies).
+    async fn register_waiter(&self, queue: &QueueName, until: Timestamp) -> Result<()> {
+        if self.wakers.registered_until(queue.as_str()) >= Some(until) {
+            return Ok(());
+        }
+        let until = until.saturating_add(WAITER_SLACK);
+        retrying(
+            || format!("register a long poll on `{queue}`"),
+            || async {
+                let mut conn = self.shared.conn().await?;
+                let tx = conn.transaction().await?;
+                tx.query_one(LOCK_EXCLUSIVE, &[&queue_key(queue)]).await?;
+                tx.execute(
+                    REGISTER_WAITER,
+                    &[&queue.as_str(), &self.node, &until.as_micros()],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            },
         )
         .await?;
-        if dead_due
+        self.wakers.registered(queue.as_str(), until);
+        Ok(())
+    }
+
+    async fn dequeue_now(
+        self: &Arc<Self>,
+        queue: &QueueName,
+        options: DequeueOptions,
+    ) -> Result<Vec<Delivery>> {
+        let taken = self.take_combined(queue, options).await?;
+        if taken.dead_due
             && let Err(e) = self.settle_now(Some(queue)).await
         {
-            if deliveries.is_empty() {
+            if taken.deliveries.is_empty() {
                 return Err(e);
             }
             // The deliveries are committed: hand them out; the timer
             // moves the dead letters.
             tracing::warn!(queue = %queue, error = %e, "could not dead-letter expired last attempts");
         }
-        Ok(deliveries)
+        Ok(taken.deliveries)
     }
 
-    /// Promotes due messages and delivers, both statements sent at once.
-    /// Also says whether expired last attempts wait to be dead-lettered.
-    async fn deliver(&self, queue: &QueueName, options: DequeueOptions) -> Step<(Vec<Delivery>, bool)> {
-        let now = self.shared.clock().now();
-        let conn = self.shared.conn().await?;
-        let (promote, take) =
-            futures::try_join!(conn.prepare_cached(PROMOTE), conn.prepare_cached(&DEQUEUE))?;
-        let name = queue.as_str();
-        let wake = wake_up(name);
-        let vt = options.visibility_timeout.map(micros);
-        let limit = i64::from(options.max_messages);
-        let shard = self.shard();
-        let channel = self.shared.channel();
-        let now_us = now.as_micros();
-        let promote_params: [&(dyn ToSql + Sync); 4] = [&name, &now_us, &channel, &wake];
-        let take_params: [&(dyn ToSql + Sync); 5] = [&name, &limit, &now_us, &vt, &shard];
-        // Sent together: the promotion commits before the delivery starts,
-        // on the same connection, in one round trip.
-        let (promoted, taken) = futures::join!(
-            conn.query_one(&promote, &promote_params),
-            conn.query(&take, &take_params),
-        );
-        let rows = taken?;
-        let head = rows
-            .first()
-            .ok_or_else(|| Fail::Caller(Error::Storage("a dequeue returned no row".into())))?;
-        if head.try_get::<_, Option<i64>>(0)?.is_none() {
-            return Err(Fail::Caller(Error::QueueNotFound(queue.clone())));
-        }
-        let mut deliveries = Vec::with_capacity(rows.len());
-        let mut due = None;
-        for row in &rows {
-            if row.try_get::<_, Option<i64>>(1)?.is_none() {
-                continue;
-            }
-            due = Some(Timestamp::from_micros(row.try_get(5)?));
-            deliveries.push((row.try_get::<_, i64>(1)?, delivery(row, 1, &self.key, queue)?));
-        }
-        deliveries.sort_by_key(|(seq, _)| *seq);
-        let deliveries: Vec<Delivery> = deliveries.into_iter().map(|(_, d)| d).collect();
-        if let Some(due) = due {
-            self.schedule.at(due);
-            // Rare: only when no earlier due time is known to every node.
-            if self.schedule.must_announce(due, now) {
-                let notes = vec![announcement(due)];
-                if let Err(e) = conn.execute(NOTIFY, &[&channel, &notes]).await {
-                    tracing::warn!(error = %e, "could not announce a due time");
-                }
-            }
-        }
-        let dead_due = match promoted {
-            Ok(row) => {
-                if row.try_get::<_, i64>(1)? > 0 {
-                    self.wakers.wake(name);
-                }
-                row.try_get::<_, bool>(3)?
-            }
-            // Without the promotion the delivery may have missed messages
-            // that just became visible: fail (and retry) unless it
-            // delivered, in which case the deliveries must be handed out.
-            Err(e) if deliveries.is_empty() => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(queue = %queue, error = %e, "promoting due messages failed");
-                false
-            }
-        };
-        Ok((deliveries, dead_due))
-    }
-
-    pub(super) async fn ack(&self, queue: &QueueName, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
-        let parts: Vec<Result<ReceiptParts>> =
-            receipts.iter().map(|r| self.key.check(queue, r)).collect();
-        retrying(
-            || format!("acknowledge messages of `{queue}`"),
-            || self.ack_once(queue, &parts),
-        )
-        .await
-    }
-
-    async fn ack_once(&self, queue: &QueueName, parts: &[Result<ReceiptParts>]) -> Step<Vec<Result<()>>> {
-        let now = self.shared.clock().now();
-        let valid: Vec<&ReceiptParts> = parts.iter().filter_map(|p| p.as_ref().ok()).collect();
-        let seqs = valid.iter().map(|p| seq_of(p)).collect::<Step<Vec<i64>>>()?;
-        let ids: Vec<Uuid> = valid.iter().map(|p| p.message_id).collect();
-        let attempts: Vec<i32> = valid.iter().map(|p| attempt_of(p)).collect();
-        let conn = self.shared.conn().await?;
-        let statement = conn.prepare_cached(ACK).await?;
-        let row = conn
-            .query_one(
-                &statement,
-                &[
-                    &queue.as_str(),
-                    &seqs,
-                    &ids,
-                    &attempts,
-                    &now.as_micros(),
-                    &self.shard(),
-                ],
-            )
-            .await?;
-        let Some(queue_id) = row.try_get::<_, Option<i64>>(0)? else {
-            return Err(Fail::Caller(Error::QueueNotFound(queue.clone())));
-        };
-        let limit: Option<i32> = row.try_get(1)?;
-        let mut acked: HashSet<(i64, i32)> = row
-            .try_get::<_, Vec<i64>>(2)?
-            .into_iter()
-            .zip(row.try_get::<_, Vec<i32>>(3)?)
-            .collect();
-        let lost: Vec<i64> = seqs
-            .iter()
-            .zip(&attempts)
-            .filter(|key| !acked.contains(&(*key.0, *key.1)))
-            .map(|(seq, _)| *seq)
-            .collect();
-        let states = if lost.is_empty() {
-            HashMap::new()
-        } else {
-            lease_states(&**conn, &lost, queue_id).await?
-        };
-        parts
-            .iter()
-            .map(|p| {
-                let p = match p {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(e.clone())),
-                };
-                let seq = seq_of(p)?;
-                // A receipt named twice in one call acknowledges once.
-                if acked.remove(&(seq, attempt_of(p))) {
-                    return Ok(Ok(()));
-                }
-                Ok(Err(lease_lost(queue, p, states.get(&seq), limit, now)
-                    .unwrap_or_else(|| Error::LeaseLost {
-                        queue: queue.clone(),
-                        message_id: p.message_id,
-                        reason: "the message was acknowledged meanwhile".to_owned(),
-                    })))
-            })
-            .collect()
+    pub(super) async fn ack(
+        self: &Arc<Self>,
+        queue: &QueueName,
+        receipts: &[Receipt],
+    ) -> Result<Vec<Result<()>>> {
+        let parts = receipts.iter().map(|r| self.key.check(queue, r)).collect();
+        self.ack_combined(queue, parts).await
     }
 
     pub(super) async fn extend(

@@ -39,7 +39,10 @@ const RETRIES: u32 = 5;
 
 /// Runs `op` until it succeeds, fails for good, or has been aborted by
 /// conflicts [`RETRIES`] times; maps driver errors with `doing`.
-pub(crate) async fn retrying<T, F, Fut>(doing: impl Fn() -> String, mut op: F) -> wharf_core::Result<T>
+pub(crate) async fn retrying<T, F, Fut>(
+    doing: impl Fn() -> String,
+    mut op: F,
+) -> wharf_core::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Step<T>>,
@@ -130,7 +133,9 @@ pub(crate) fn delivery(
     let reference: Option<&[u8]> = row.try_get(at + 8)?;
     let data: Vec<u8> = row.try_get(at + 9)?;
     let external: Option<PayloadReference> = match (hash, reference) {
-        (Some(h), Some(r)) => Some(decode_reference(h, r).ok_or_else(|| corrupt("payload reference", seq))?),
+        (Some(h), Some(r)) => {
+            Some(decode_reference(h, r).ok_or_else(|| corrupt("payload reference", seq))?)
+        }
         (None, None) => None,
         _ => return Err(corrupt("payload reference", seq)),
     };
@@ -156,8 +161,11 @@ pub(crate) fn delivery(
 
 /// A receipt's message key as the column holds it.
 pub(crate) fn seq_of(parts: &ReceiptParts) -> Step<i64> {
-    i64::try_from(parts.seq)
-        .map_err(|_| Fail::Caller(Error::InvalidArgument("receipt names no message".to_owned())))
+    i64::try_from(parts.seq).map_err(|_| {
+        Fail::Caller(Error::InvalidArgument(
+            "receipt names no message".to_owned(),
+        ))
+    })
 }
 
 /// A receipt's attempt as the column holds it.

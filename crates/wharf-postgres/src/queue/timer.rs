@@ -42,16 +42,21 @@ SELECT min(w.visible_at) FROM queues q CROSS JOIN LATERAL (
     SELECT visible_at FROM messages m WHERE m.queue_id = q.id AND NOT m.ready
     ORDER BY visible_at LIMIT 1) AS w";
 
-const SWEEP_DEDUP: &str = "
-DELETE FROM queue_dedup WHERE ctid = ANY (ARRAY(
-    SELECT ctid FROM queue_dedup WHERE expires_at <= $1 LIMIT 1000))";
+/// Forgets expired dedup ids and long-poll registrations.
+const SWEEP: &str = "
+WITH dedup AS (
+    DELETE FROM queue_dedup WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM queue_dedup WHERE expires_at <= $1 LIMIT 1000))),
+waiters AS (DELETE FROM queue_waiters WHERE expires_at <= $1)
+SELECT 1";
 
 /// How long (clock time) the timer sleeps when it knows of nothing due: a
 /// bound on how late a due message is noticed when the node that wrote it
 /// died before its time.
 const RESCAN: Duration = Duration::from_secs(10);
 
-/// How often (clock time) expired dedup ids are forgotten, at most.
+/// How often (clock time) expired dedup ids and long-poll registrations
+/// are forgotten, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The first pause (real time) before firing again when a fire failed or
@@ -118,12 +123,12 @@ impl Inner {
         Ok(next)
     }
 
-    /// Forgets expired dedup ids if `sweep`; returns the earliest due time
-    /// left.
+    /// Forgets expired dedup ids and registrations if `sweep`; returns the
+    /// earliest due time left.
     async fn look_ahead(&self, now: Timestamp, sweep: bool) -> Step<Option<Timestamp>> {
         let conn = self.shared.conn().await?;
         if sweep {
-            conn.execute(SWEEP_DEDUP, &[&now.as_micros()]).await?;
+            conn.execute(SWEEP, &[&now.as_micros()]).await?;
         }
         let next: Option<i64> = conn.query_one(NEXT_DUE, &[]).await?.try_get(0)?;
         Ok(next.map(Timestamp::from_micros))

@@ -9,29 +9,53 @@ use wharf_core::Timestamp;
 /// Long polls of this node wait on their queue's notifier; notifications
 /// (from any node), this node's commits and its timer wake them.
 #[derive(Default)]
-pub(crate) struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
+pub(crate) struct Wakers(Mutex<HashMap<String, Waiters>>);
+
+#[derive(Default)]
+struct Waiters {
+    notify: Arc<Notify>,
+    /// Until when the database knows that this node waits on the queue.
+    registered_until: Option<Timestamp>,
+}
 
 impl Wakers {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiters>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The notifier of `queue`.
     pub(crate) fn of(&self, queue: &str) -> Arc<Notify> {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry(queue.to_owned()).or_default().clone()
+        self.map()
+            .entry(queue.to_owned())
+            .or_default()
+            .notify
+            .clone()
     }
 
     /// Wakes the long polls of `queue` waiting now.
     pub(crate) fn wake(&self, queue: &str) {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(notify) = map.get(queue) {
-            notify.notify_waiters();
+        if let Some(w) = self.map().get(queue) {
+            w.notify.notify_waiters();
         }
     }
 
     /// Wakes every long poll: anything may have changed.
     pub(crate) fn wake_all(&self) {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        for notify in map.values() {
-            notify.notify_waiters();
+        for w in self.map().values() {
+            w.notify.notify_waiters();
         }
+    }
+
+    /// Until when this node's registration as a waiter on `queue` lasts.
+    pub(crate) fn registered_until(&self, queue: &str) -> Option<Timestamp> {
+        self.map().get(queue).and_then(|w| w.registered_until)
+    }
+
+    /// Notes a committed registration on `queue` until `until`.
+    pub(crate) fn registered(&self, queue: &str, until: Timestamp) {
+        let mut map = self.map();
+        let w = map.entry(queue.to_owned()).or_default();
+        w.registered_until = w.registered_until.max(Some(until));
     }
 }
 
@@ -157,7 +181,11 @@ mod tests {
         assert_eq!(s.announced(t(0)), Some(t(50)));
         assert_eq!(s.next(), Some(t(50)));
         s.heard(t(70));
-        assert_eq!(s.announced(t(0)), Some(t(50)), "only earlier times lower it");
+        assert_eq!(
+            s.announced(t(0)),
+            Some(t(50)),
+            "only earlier times lower it"
+        );
         s.learned(None);
         assert_eq!(s.announced(t(0)), None);
     }
