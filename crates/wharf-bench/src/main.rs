@@ -9,6 +9,7 @@
 mod harness;
 mod payload;
 mod physical;
+mod postgres;
 mod queue;
 mod stream;
 
@@ -32,6 +33,7 @@ const SUITES: &[(&str, Option<SuiteFn>)] = &[
     ("queue", Some(queue::run)),
     ("payload", Some(payload::run)),
     ("processor", None),
+    ("postgres", Some(postgres::run)),
 ];
 
 /// Exit status for usage errors (clap uses the same for bad arguments).

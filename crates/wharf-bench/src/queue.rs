@@ -23,31 +23,23 @@
 
 mod depth;
 mod jetstream;
-mod peer;
-mod pgmq;
+pub(crate) mod peer;
+pub(crate) mod pgmq;
 mod rabbitmq;
 mod redis_streams;
-mod wharf_grpc;
-mod workloads;
-
-use std::time::Duration;
+pub(crate) mod wharf_grpc;
+pub(crate) mod workloads;
 
 use crate::harness::{BenchConfig, BenchResult, Harness};
 use jetstream::JetStream;
 use pgmq::Pgmq;
 use rabbitmq::RabbitMq;
 use redis_streams::{AofGuard, RedisStreams};
-use wharf_grpc::WharfGrpc;
 use workloads::{Sizes, measure_peer};
 
 pub fn run(config: &BenchConfig) -> anyhow::Result<Vec<BenchResult>> {
     let mut h = Harness::new("queue", config);
-    let sizes = Sizes {
-        batch_messages: config.pick(100_000, 10_000),
-        single_messages: config.pick(20_000, 2_000),
-        drain_messages: config.pick(100_000, 5_000),
-        latency_send: config.pick(Duration::from_secs(10), Duration::from_secs(1)),
-    };
+    let sizes = Sizes::of(config);
 
     // Every peer is reached before anything is measured: one that is down fails the suite
     // at once, naming it, rather than after minutes of measuring the others.
@@ -60,21 +52,11 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<Vec<BenchResult>> {
         ))
     })?;
 
-    let (server, wharf) = h.runtime()?.block_on(async {
-        let server = wharf_grpc::start_server(&config.dir.join("wharf-grpc")).await?;
-        let wharf = WharfGrpc::connect(&server).await?;
-        anyhow::Ok((server, wharf))
-    })?;
-    let measured = measure_peer(
+    wharf_grpc::measure_served(
         &mut h,
-        sizes,
-        wharf_grpc::SYSTEM,
-        wharf_grpc::DURABILITY,
-        &wharf,
-    );
-    drop(wharf);
-    h.runtime()?.block_on(server.shutdown());
-    measured?;
+        &[wharf_grpc::embedded(&config.dir.join("wharf-grpc"))],
+        |h, wharf| measure_peer(h, sizes, wharf_grpc::SYSTEM, wharf_grpc::DURABILITY, &wharf),
+    )?;
 
     measure_peer(
         &mut h,

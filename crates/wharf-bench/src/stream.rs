@@ -7,6 +7,9 @@
 //! - `append_single_64clients_*`: single-event appends from 64 concurrent
 //!   clients, which is what group commit is for;
 //! - `catchup_read_1KiB_*`: reading the whole log from position 0.
+//!
+//! The append workloads also run, in process, on other storage: see
+//! [`measure_appends_in_process`], which the `postgres` suite uses.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +26,8 @@ use wharf_server::Server;
 use crate::harness::{BenchConfig, BenchResult, Harness, Measurement};
 
 const EVENT_BYTES: usize = 1024;
-const DURABILITY: &str = "fsync per commit (WAL, synchronous=FULL)";
+/// The durability of the embedded store every row of this suite runs on.
+pub const DURABILITY: &str = "fsync per commit (WAL, synchronous=FULL)";
 
 /// Where appends and reads go: the engine in this process, or a server.
 #[derive(Clone)]
@@ -114,9 +118,58 @@ fn measure_target(
     target: &Target,
     via: &str,
 ) -> anyhow::Result<()> {
+    measure_appends(h, config, target, via, "wharf", DURABILITY)?;
+    h.measure_async(
+        &format!("catchup_read_1KiB_{via}"),
+        "wharf",
+        "n/a (read)",
+        "events/s",
+        || {
+            let target = target.clone();
+            async move {
+                let started = Instant::now();
+                let n = target.read_everything().await?;
+                Ok(n as f64 / started.elapsed().as_secs_f64())
+            }
+        },
+    )
+}
+
+/// Opens `storage` in this process, measures the append workloads on it (rows named
+/// `*_inproc`, labelled `system` and `durability`), and closes it, also on failure.
+pub fn measure_appends_in_process(
+    h: &mut Harness<'_>,
+    config: &BenchConfig,
+    storage: StorageConfig,
+    system: &str,
+    durability: &str,
+) -> anyhow::Result<()> {
+    let config_of_storage = Config {
+        storage,
+        ..Config::default()
+    };
+    let wharf = h
+        .runtime()?
+        .block_on(Wharf::open(&config_of_storage))
+        .context("opening the storage to append to")?;
+    let target = Target::InProcess(wharf.clone());
+    let measured = measure_appends(h, config, &target, "inproc", system, durability);
+    h.runtime()?.block_on(wharf.close());
+    measured
+}
+
+/// Measures the append workloads against `target`, naming rows with `via`.
+fn measure_appends(
+    h: &mut Harness<'_>,
+    config: &BenchConfig,
+    target: &Target,
+    via: &str,
+    system: &str,
+    durability: &str,
+) -> anyhow::Result<()> {
     let batches = config.pick(600, 200);
     let mut run_no = 0usize;
-    h.measure_many_async("wharf", DURABILITY, || {
+    h.measure_many_async(system, durability, || {
         run_no += 1;
         let target = target.clone();
         let run = format!("{via}-b1-{run_no}");
@@ -136,7 +189,7 @@ fn measure_target(
             ])
         }
     })?;
-    h.measure_many_async("wharf", DURABILITY, || {
+    h.measure_many_async(system, durability, || {
         run_no += 1;
         let target = target.clone();
         let run = format!("{via}-b4-{run_no}");
@@ -159,28 +212,14 @@ fn measure_target(
     let per_client = config.pick(300, 100);
     h.measure_async(
         &format!("append_single_64clients_{via}"),
-        "wharf",
-        DURABILITY,
+        system,
+        durability,
         "events/s",
         || {
             run_no += 1;
             let target = target.clone();
             let run = format!("{via}-s64-{run_no}");
             async move { append_load(&target, &run, 64, per_client, 1).await }
-        },
-    )?;
-    h.measure_async(
-        &format!("catchup_read_1KiB_{via}"),
-        "wharf",
-        "n/a (read)",
-        "events/s",
-        || {
-            let target = target.clone();
-            async move {
-                let started = Instant::now();
-                let n = target.read_everything().await?;
-                Ok(n as f64 / started.elapsed().as_secs_f64())
-            }
         },
     )
 }

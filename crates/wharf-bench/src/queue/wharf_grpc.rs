@@ -1,10 +1,14 @@
-//! Wharf as a queue, served in this process over gRPC from a scratch data directory with
-//! full durability, and reached through [`wharf_client::Client`] like any remote client.
+//! Wharf as a queue, served in this process over gRPC and reached through
+//! [`wharf_client::Client`] like any remote client. The storage is a parameter: the `queue`
+//! suite serves a scratch data directory with full durability, the `postgres` suite one
+//! PostgreSQL schema, from one node or several.
 //!
 //! - Enqueue: `enqueue`; a batch is one `enqueue_batch` of 100. Producers share one
-//!   HTTP/2 connection, so `enqueue_single_c32` is 32 concurrent requests on it.
+//!   HTTP/2 connection per node, so `enqueue_single_c32` is 32 concurrent requests on it
+//!   (on several nodes, producer `i` uses node `i mod nodes`).
 //! - Receive: `dequeue` with `max_messages` up to 100 and the workload's wait as long poll,
-//!   each consumer on its own connection.
+//!   each consumer on its own connection (on several nodes, the `i`-th consumer of a run
+//!   connects to node `i mod nodes`).
 //! - Ack: one `ack_batch` with the batch's receipts, kept in flight while the consumer
 //!   dequeues its next batch (AMQP and JetStream acknowledgements are one-way messages;
 //!   this is the same overlap with every outcome still checked). The next ack, or
@@ -13,6 +17,8 @@
 //!   is durable.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -25,6 +31,7 @@ use wharf_client::Client;
 use wharf_server::Server;
 
 use super::peer::{Consumer, Peer, Producer, Received};
+use crate::harness::Harness;
 
 pub const SYSTEM: &str = "wharf";
 pub const DURABILITY: &str = "embedded SQLite WAL, fsync per commit (group commit)";
@@ -33,40 +40,99 @@ const QUEUE: &str = "wharf-bench-queue";
 /// Longer than any run, so nothing is redelivered while a run is under way.
 const VISIBILITY: Duration = Duration::from_secs(300);
 
+/// Handles to the servers of one run; clones share the consumer round robin.
 #[derive(Clone)]
 pub struct WharfGrpc {
-    url: String,
-    client: Client,
+    /// The nodes, in the order producers and consumers are spread over them; the first
+    /// one also creates, counts and deletes the queue.
+    nodes: Arc<[Node]>,
     queue: QueueName,
+    /// Consumers opened since the last reset, so that each run spreads them from node 0.
+    consumers: Arc<AtomicUsize>,
 }
 
-/// Starts a server storing its data in `dir`, on free loopback ports.
-pub async fn start_server(dir: &Path) -> anyhow::Result<Server> {
+struct Node {
+    url: String,
+    client: Client,
+}
+
+/// The embedded store in `dir` with full durability: the storage of the `queue` suite.
+pub fn embedded(dir: &Path) -> StorageConfig {
+    StorageConfig::Embedded {
+        path: dir.to_path_buf(),
+        durability: Durability::Full,
+    }
+}
+
+/// Starts a server on `storage`, on free loopback ports.
+pub async fn start_server(storage: StorageConfig) -> anyhow::Result<Server> {
+    let what = match &storage {
+        StorageConfig::Embedded { path, .. } => format!("on {}", path.display()),
+        StorageConfig::Postgres(pg) => format!("on PostgreSQL schema `{}`", pg.schema),
+    };
     let mut config = Config {
-        storage: StorageConfig::Embedded {
-            path: dir.to_path_buf(),
-            durability: Durability::Full,
-        },
+        storage,
         ..Config::default()
     };
     config.server.grpc_listen = "127.0.0.1:0".parse()?;
     config.server.http_listen = "127.0.0.1:0".parse()?;
     Server::start(&config)
         .await
-        .with_context(|| format!("starting a Wharf server on {}", dir.display()))
+        .with_context(|| format!("starting a Wharf server {what}"))
+}
+
+/// Starts one server per entry of `nodes` (in order), runs `measure` on them as one
+/// peer, then shuts the servers down, also when measuring failed.
+pub fn measure_served(
+    h: &mut Harness<'_>,
+    nodes: &[StorageConfig],
+    measure: impl FnOnce(&mut Harness<'_>, WharfGrpc) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut servers = Vec::with_capacity(nodes.len());
+    let connected = h.runtime()?.block_on(async {
+        for storage in nodes {
+            servers.push(start_server(storage.clone()).await?);
+        }
+        WharfGrpc::connect(&servers.iter().collect::<Vec<_>>()).await
+    });
+    let measured = connected.and_then(|peer| measure(h, peer));
+    h.runtime()?.block_on(async {
+        for server in servers {
+            server.shutdown().await;
+        }
+    });
+    measured
+}
+
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    Client::connect(url)
+        .await
+        .with_context(|| format!("the Wharf server at {url} is unreachable"))
 }
 
 impl WharfGrpc {
-    pub async fn connect(server: &Server) -> anyhow::Result<Self> {
-        let url = format!("http://{}", server.grpc_addr());
-        let client = Client::connect(&url)
-            .await
-            .with_context(|| format!("the Wharf server at {url} is unreachable"))?;
+    /// Connects to `servers`, which must share their storage when there are several.
+    pub async fn connect(servers: &[&Server]) -> anyhow::Result<Self> {
+        ensure!(
+            !servers.is_empty(),
+            "a Wharf peer needs at least one server"
+        );
+        let mut nodes = Vec::with_capacity(servers.len());
+        for server in servers {
+            let url = format!("http://{}", server.grpc_addr());
+            let client = connect(&url).await?;
+            nodes.push(Node { url, client });
+        }
         Ok(Self {
-            url,
-            client,
+            nodes: nodes.into(),
             queue: QueueName::new(QUEUE)?,
+            consumers: Arc::default(),
         })
+    }
+
+    /// The node that manages the queue.
+    fn control(&self) -> &Client {
+        &self.nodes[0].client
     }
 }
 
@@ -75,13 +141,14 @@ impl Peer for WharfGrpc {
     type Consumer = WharfConsumer;
 
     async fn reset(&self) -> anyhow::Result<()> {
+        self.consumers.store(0, Ordering::Relaxed);
         self.remove().await?;
         let settings = QueueSettings {
             dead_letter_queue: None,
             visibility_timeout: VISIBILITY,
             ..QueueSettings::default()
         };
-        self.client
+        self.control()
             .create_queue(&self.queue, settings)
             .await
             .context("creating the Wharf queue")?;
@@ -89,19 +156,20 @@ impl Peer for WharfGrpc {
     }
 
     async fn producers(&self, n: usize) -> anyhow::Result<Vec<WharfProducer>> {
-        let producer = WharfProducer {
-            client: self.client.clone(),
-            queue: self.queue.clone(),
-        };
-        Ok(vec![producer; n])
+        let producers = (0..n)
+            .map(|i| WharfProducer {
+                client: self.nodes[i % self.nodes.len()].client.clone(),
+                queue: self.queue.clone(),
+            })
+            .collect();
+        Ok(producers)
     }
 
     async fn consumer(&self) -> anyhow::Result<WharfConsumer> {
-        let client = Client::connect(&self.url)
-            .await
-            .with_context(|| format!("the Wharf server at {} is unreachable", self.url))?;
+        let i = self.consumers.fetch_add(1, Ordering::Relaxed);
+        let node = &self.nodes[i % self.nodes.len()];
         Ok(WharfConsumer {
-            client,
+            client: connect(&node.url).await?,
             queue: self.queue.clone(),
             acking: None,
         })
@@ -109,7 +177,7 @@ impl Peer for WharfGrpc {
 
     async fn remaining(&self) -> anyhow::Result<u64> {
         let stats = self
-            .client
+            .control()
             .queue_stats(&self.queue)
             .await
             .context("reading the Wharf queue's statistics")?;
@@ -117,7 +185,7 @@ impl Peer for WharfGrpc {
     }
 
     async fn remove(&self) -> anyhow::Result<()> {
-        match self.client.delete_queue(&self.queue).await {
+        match self.control().delete_queue(&self.queue).await {
             Ok(()) | Err(Error::QueueNotFound(_)) => Ok(()),
             Err(e) => Err(e).context("deleting the Wharf queue"),
         }

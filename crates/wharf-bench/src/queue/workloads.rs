@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
 use super::peer::{Consumer, Peer, Producer};
-use crate::harness::{Harness, Measurement, random_bytes};
+use crate::harness::{BenchConfig, Harness, Measurement, random_bytes};
 
 /// Payload size of every message of these workloads.
 pub const MESSAGE_BYTES: usize = 1024;
@@ -25,6 +25,9 @@ pub const SINGLE_IN_FLIGHT: usize = 32;
 pub const DRAIN_CONSUMERS: usize = 4;
 /// Producer rate of the latency workload, messages per second.
 pub const LATENCY_RATE: u32 = 2_000;
+/// The rows of the latency workload, in µs.
+pub const LATENCY_WORKLOADS: [&str; 3] =
+    ["latency_2000_p50", "latency_2000_p99", "latency_2000_p999"];
 /// Producers the latency workload spreads its sends over (connections, for PostgreSQL).
 const LATENCY_LANES: usize = 32;
 /// How long the latency consumer long-polls.
@@ -50,6 +53,18 @@ pub struct Sizes {
     pub drain_messages: usize,
     /// How long the latency producer sends.
     pub latency_send: Duration,
+}
+
+impl Sizes {
+    /// The sizes the suite module documents, smaller under `--quick`.
+    pub fn of(config: &BenchConfig) -> Self {
+        Self {
+            batch_messages: config.pick(100_000, 10_000),
+            single_messages: config.pick(20_000, 2_000),
+            drain_messages: config.pick(100_000, 5_000),
+            latency_send: config.pick(Duration::from_secs(10), Duration::from_secs(1)),
+        }
+    }
 }
 
 /// A pool of distinct random payloads, shared by all tasks.
@@ -82,6 +97,18 @@ pub fn measure_peer<P: Peer>(
     durability: &str,
     peer: &P,
 ) -> anyhow::Result<()> {
+    measure_throughputs(h, sizes, system, durability, peer)?;
+    measure_latency(h, sizes, system, durability, peer)
+}
+
+/// The workloads of [`measure_peer`] that measure msg/s.
+pub fn measure_throughputs<P: Peer>(
+    h: &mut Harness<'_>,
+    sizes: Sizes,
+    system: &str,
+    durability: &str,
+    peer: &P,
+) -> anyhow::Result<()> {
     let payloads = Payloads::new();
     h.measure_async("enqueue_batch100", system, durability, "msg/s", || {
         let (peer, payloads) = (peer.clone(), payloads.clone());
@@ -100,16 +127,28 @@ pub fn measure_peer<P: Peer>(
     h.measure_async("dequeue_ack_batch100", system, durability, "msg/s", || {
         let (peer, payloads) = (peer.clone(), payloads.clone());
         async move { fresh(&peer, dequeue_ack(&peer, &payloads, sizes.drain_messages)).await }
-    })?;
+    })
+}
+
+/// The workload of [`measure_peer`] that measures latency: rows [`LATENCY_WORKLOADS`].
+pub fn measure_latency<P: Peer>(
+    h: &mut Harness<'_>,
+    sizes: Sizes,
+    system: &str,
+    durability: &str,
+    peer: &P,
+) -> anyhow::Result<()> {
+    let payloads = Payloads::new();
     h.measure_many_async(system, durability, || {
         let (peer, payloads) = (peer.clone(), payloads.clone());
         async move {
             let [p50, p99, p999] =
                 fresh(&peer, latency(&peer, &payloads, sizes.latency_send)).await?;
+            let [w50, w99, w999] = LATENCY_WORKLOADS;
             Ok(vec![
-                Measurement::new("latency_2000_p50", "us", p50),
-                Measurement::new("latency_2000_p99", "us", p99),
-                Measurement::new("latency_2000_p999", "us", p999),
+                Measurement::new(w50, "us", p50),
+                Measurement::new(w99, "us", p99),
+                Measurement::new(w999, "us", p999),
             ])
         }
     })
