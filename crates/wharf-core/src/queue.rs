@@ -41,6 +41,36 @@ pub const VISIBILITY_TIMEOUT_EXPIRED: &str = "visibility timeout expired";
 /// `LastError` of a message whose last delivery was nacked without a reason.
 pub const NACKED_WITHOUT_REASON: &str = "nacked";
 
+/// Where a redrive sends the dead letter with `metadata`, and the metadata
+/// it arrives with: `to` when given, else the queue it was dead-lettered
+/// from; the dead-letter keys (and the payload-failure keys) are removed.
+/// `None`, with `metadata` untouched, when `to` is not given and the
+/// letter names no valid original queue: it stays where it is.
+pub fn redrive_target(
+    metadata: &mut BTreeMap<String, String>,
+    to: Option<&QueueName>,
+) -> Option<QueueName> {
+    use crate::payload::dead_letter_keys;
+    let target = match to {
+        Some(t) => t.clone(),
+        None => metadata.get(ORIGINAL_STREAM_NAME)?.parse().ok()?,
+    };
+    for key in [
+        ORIGINAL_STREAM_NAME,
+        DELIVERY_ATTEMPTS,
+        LAST_ERROR,
+        DEAD_LETTERED_AT,
+        dead_letter_keys::STORAGE_TYPE,
+        dead_letter_keys::URI,
+        dead_letter_keys::CONTENT_HASH,
+        dead_letter_keys::ORIGINAL_SIZE,
+        dead_letter_keys::ERROR,
+    ] {
+        metadata.remove(key);
+    }
+    Some(target)
+}
+
 /// How a queue treats its messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

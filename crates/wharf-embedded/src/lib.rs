@@ -31,7 +31,6 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
-mod codec;
 mod data_dir;
 mod queue;
 mod reader;

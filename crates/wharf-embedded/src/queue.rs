@@ -29,8 +29,9 @@ use wharf_core::{
 };
 use wharf_storage::receipt::{ReceiptKey, ReceiptParts};
 
-use crate::codec::{decode_metadata, encode_metadata, reference_columns, reference_from_columns};
-use wharf_core::payload::dead_letter_keys;
+use wharf_storage::codec::{
+    decode_metadata, encode_metadata, reference_columns, reference_from_columns,
+};
 
 /// Where a writer sends one answer.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -1088,26 +1089,9 @@ impl Queues {
         let mut moved = 0;
         for (seq, meta) in movable {
             let mut metadata = read_metadata(conn, seq)?;
-            let target = match to {
-                Some(t) => t.clone(),
-                None => match metadata.get(ORIGINAL_STREAM_NAME).map(|n| n.parse()) {
-                    Some(Ok(name)) => name,
-                    _ => continue,
-                },
+            let Some(target) = wharf_core::queue::redrive_target(&mut metadata, to) else {
+                continue;
             };
-            for key in [
-                ORIGINAL_STREAM_NAME,
-                DELIVERY_ATTEMPTS,
-                LAST_ERROR,
-                DEAD_LETTERED_AT,
-                dead_letter_keys::STORAGE_TYPE,
-                dead_letter_keys::URI,
-                dead_letter_keys::CONTENT_HASH,
-                dead_letter_keys::ORIGINAL_SIZE,
-                dead_letter_keys::ERROR,
-            ] {
-                metadata.remove(key);
-            }
             let dlq = self.existing(queue)?;
             dlq.remove(seq);
             if let Some(from) = meta.origin {

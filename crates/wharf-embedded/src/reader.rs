@@ -10,8 +10,8 @@ use wharf_core::{
     StreamStart, Timestamp,
 };
 
-use crate::codec::{decode_metadata, reference_from_columns};
 use crate::schema;
+use wharf_storage::codec::{decode_metadata, reference_from_columns};
 
 /// Columns every event query selects, in [`event_from_row`]'s order.
 const EVENT_COLUMNS: &str = "e.position, s.name, e.version, e.event_id, e.event_type, \

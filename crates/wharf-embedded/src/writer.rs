@@ -11,8 +11,8 @@ use wharf_core::{
 };
 use wharf_storage::AppendRequest;
 
-use crate::codec::{encode_metadata, reference_columns};
 use crate::queue::{Answer, QueueCommand, Queues};
+use wharf_storage::codec::{encode_metadata, reference_columns};
 
 /// Most appends one transaction carries; bounds the latency a large group
 /// adds to its first member.

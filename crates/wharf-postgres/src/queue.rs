@@ -116,7 +116,6 @@ use crate::listener::{self, Signal};
 use crate::{PgStore, Shared};
 
 mod admin;
-mod codec;
 mod combine;
 mod dead;
 mod deliver;

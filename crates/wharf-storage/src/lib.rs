@@ -6,6 +6,7 @@
 //! [`event_log_conformance!`](crate::event_log_conformance).
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod conformance;
 mod event_log;
 mod payload_refs;

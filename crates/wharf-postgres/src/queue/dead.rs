@@ -5,7 +5,6 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use tokio_postgres::IsolationLevel;
-use wharf_core::payload::dead_letter_keys;
 use wharf_core::queue::{
     DEAD_LETTERED_AT, DELIVERY_ATTEMPTS, LAST_ERROR, NACKED_WITHOUT_REASON, ORIGINAL_STREAM_NAME,
     VISIBILITY_TIMEOUT_EXPIRED,
@@ -14,10 +13,10 @@ use wharf_core::{Error, QueueName, Receipt, Result, Timestamp};
 use wharf_storage::receipt::ReceiptParts;
 
 use super::Inner;
-use super::codec::encode_metadata;
 use super::deliver::{LeaseState, existing, lease_lost, lock_or_create};
 use super::step::{Fail, Step, after, metadata, queue_name, retrying, seq_of};
 use super::wake::{announcement, wake_up};
+use wharf_storage::codec::encode_metadata;
 
 /// Expired last attempts of queue `$1` and of the queues dead-lettering
 /// into it, or of every queue when `$1` is NULL, at clock time `$2`.
@@ -500,26 +499,9 @@ impl Inner {
         for row in &rows {
             let seq: i64 = row.try_get(0)?;
             let mut metadata = metadata(row.try_get(1)?, seq)?;
-            let target = match to {
-                Some(t) => t.clone(),
-                None => match metadata.get(ORIGINAL_STREAM_NAME).map(|n| n.parse()) {
-                    Some(Ok(name)) => name,
-                    _ => continue,
-                },
+            let Some(target) = wharf_core::queue::redrive_target(&mut metadata, to) else {
+                continue;
             };
-            for key in [
-                ORIGINAL_STREAM_NAME,
-                DELIVERY_ATTEMPTS,
-                LAST_ERROR,
-                DEAD_LETTERED_AT,
-                dead_letter_keys::STORAGE_TYPE,
-                dead_letter_keys::URI,
-                dead_letter_keys::CONTENT_HASH,
-                dead_letter_keys::ORIGINAL_SIZE,
-                dead_letter_keys::ERROR,
-            ] {
-                metadata.remove(key);
-            }
             moves.push(Move {
                 queue_id: id,
                 seq,

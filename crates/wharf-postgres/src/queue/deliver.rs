@@ -16,9 +16,9 @@ use wharf_core::{
 use wharf_storage::receipt::ReceiptParts;
 
 use super::Inner;
-use super::codec::{encode_metadata, encode_reference};
 use super::step::{Fail, Step, after, attempt_of, micros, retrying, seq_of};
 use super::wake::{announcement, wake_up};
+use wharf_storage::codec::{encode_metadata, encode_reference};
 
 /// Inserts a batch into the queue named `$1`; inserts nothing when it does
 /// not exist. Sends the notifications `$11` when it does, but a wake-up

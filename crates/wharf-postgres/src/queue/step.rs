@@ -9,8 +9,8 @@ use tokio_postgres::Row;
 use wharf_core::{Delivery, Error, PayloadReference, QueueName, QueueSettings, Timestamp};
 use wharf_storage::receipt::{ReceiptKey, ReceiptParts};
 
-use super::codec::{decode_metadata, decode_reference};
 use crate::error::{is_retryable, pg};
+use wharf_storage::codec::{decode_metadata, decode_reference};
 
 /// A failed step: the caller's (or the pool's) error as it is, or a driver
 /// error still to be mapped (and maybe retried).

@@ -1,4 +1,7 @@
-//! How event fields that SQLite has no type for are stored.
+//! How backends store the fields their database has no fitting type for:
+//! metadata maps and payload references, as byte strings. Shared so the
+//! embedded and PostgreSQL backends write one format (and PostgreSQL's
+//! `text` / `jsonb`, which cannot hold NUL, are not needed for them).
 
 use std::collections::BTreeMap;
 
@@ -7,7 +10,7 @@ use wharf_core::{ContentHash, PayloadReference, PayloadStorageType, Timestamp};
 /// Encodes metadata as `(u32-le length, bytes)` pairs of key and value.
 /// Chosen over JSON to keep the writer free of a serializer and the blob
 /// compact; an empty map is an empty blob.
-pub(crate) fn encode_metadata(metadata: &BTreeMap<String, String>) -> Vec<u8> {
+pub fn encode_metadata(metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         metadata
             .iter()
@@ -24,7 +27,7 @@ pub(crate) fn encode_metadata(metadata: &BTreeMap<String, String>) -> Vec<u8> {
 }
 
 /// Decodes [`encode_metadata`]'s format; `None` if the blob is corrupt.
-pub(crate) fn decode_metadata(mut blob: &[u8]) -> Option<BTreeMap<String, String>> {
+pub fn decode_metadata(mut blob: &[u8]) -> Option<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let take = |blob: &mut &[u8]| -> Option<String> {
         let (len, rest) = blob.split_first_chunk::<4>()?;
@@ -50,7 +53,7 @@ const REFERENCE_V1: u8 = 1;
 /// Encodes a payload reference but for its hash (kept in its own, indexed
 /// column): version, storage type, original size (u64-le), stored-at
 /// microseconds (i64-le), then the URI's bytes.
-pub(crate) fn encode_reference(reference: &PayloadReference) -> Vec<u8> {
+pub fn encode_reference(reference: &PayloadReference) -> Vec<u8> {
     let mut out = Vec::with_capacity(18 + reference.uri.len());
     out.push(REFERENCE_V1);
     out.push(match reference.storage_type {
@@ -67,7 +70,7 @@ pub(crate) fn encode_reference(reference: &PayloadReference) -> Vec<u8> {
 
 /// Decodes [`encode_reference`]'s format with the hash column; `None` if
 /// either is corrupt.
-pub(crate) fn decode_reference(hash: &[u8], blob: &[u8]) -> Option<PayloadReference> {
+pub fn decode_reference(hash: &[u8], blob: &[u8]) -> Option<PayloadReference> {
     let content_hash = ContentHash(hash.try_into().ok()?);
     let (&[version, storage], rest) = blob.split_first_chunk::<2>()?;
     if version != REFERENCE_V1 {
@@ -92,9 +95,7 @@ pub(crate) fn decode_reference(hash: &[u8], blob: &[u8]) -> Option<PayloadRefere
 }
 
 /// The `(payload_hash, payload_ref)` column values of an optional reference.
-pub(crate) fn reference_columns(
-    reference: Option<&PayloadReference>,
-) -> (Option<&[u8]>, Option<Vec<u8>>) {
+pub fn reference_columns(reference: Option<&PayloadReference>) -> (Option<&[u8]>, Option<Vec<u8>>) {
     match reference {
         Some(r) => (Some(&r.content_hash.0[..]), Some(encode_reference(r))),
         None => (None, None),
@@ -102,7 +103,7 @@ pub(crate) fn reference_columns(
 }
 
 /// Reads the optional reference back from its two columns.
-pub(crate) fn reference_from_columns(
+pub fn reference_from_columns(
     hash: Option<Vec<u8>>,
     blob: Option<Vec<u8>>,
 ) -> Result<Option<PayloadReference>, &'static str> {
@@ -142,6 +143,7 @@ mod tests {
     fn metadata_round_trips() {
         let m = BTreeMap::from([
             ("a".to_owned(), "".to_owned()),
+            ("nul".to_owned(), "x\0y".to_owned()),
             ("ключ".to_owned(), "значение".to_owned()),
         ]);
         assert_eq!(decode_metadata(&encode_metadata(&m)), Some(m));
