@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 use wharf_core::{
     AppendOutcome, Clock, ContentHash, Delivery, DequeueOptions, Durability, Enqueued, Error,
-    ExpectedVersion, LogFilter, NewEvent, NewMessage, Position, QueueCreated, QueueInfo, QueueName,
+    ExpectedVersion, LogFilter, NewMessage, Position, QueueCreated, QueueInfo, QueueName,
     QueueSettings, QueueStats, ReadDirection, Receipt, RecordedEvent, Result, StreamName,
     StreamStart, Timestamp,
 };
@@ -214,19 +214,10 @@ fn spawn_timer(
     Ok(())
 }
 
-fn batch_bytes(events: &[NewEvent]) -> usize {
-    events.iter().map(NewEvent::size).sum()
-}
-
 #[async_trait]
 impl EventLog for EmbeddedStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
-        if request.events.is_empty() {
-            return Err(Error::InvalidArgument(
-                "an append needs at least one event".into(),
-            ));
-        }
-        let bytes = batch_bytes(&request.events);
+        let bytes = request.checked_size()?;
         self.write(|reply| {
             Job::Append(AppendJob {
                 request,

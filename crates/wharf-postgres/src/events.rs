@@ -37,8 +37,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use wharf_core::{
-    AppendOutcome, Error, ExpectedVersion, LogFilter, NewEvent, Position, ReadDirection,
-    RecordedEvent, Result, StreamName, StreamStart, Timestamp,
+    AppendOutcome, Error, ExpectedVersion, LogFilter, Position, ReadDirection, RecordedEvent,
+    Result, StreamName, StreamStart, Timestamp,
 };
 use wharf_storage::{AppendRequest, EventLog, ReadAllPage};
 
@@ -142,21 +142,12 @@ pub(crate) async fn timed<T>(doing: &str, round: impl Future<Output = Result<T>>
         })
 }
 
-fn batch_bytes(events: &[NewEvent]) -> usize {
-    events.iter().map(NewEvent::size).sum()
-}
-
 #[async_trait]
 impl EventLog for PgStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
-        if request.events.is_empty() {
-            return Err(Error::InvalidArgument(
-                "an append needs at least one event".to_owned(),
-            ));
-        }
+        let bytes = request.checked_size()?;
         let jobs = self.events.sender()?;
         let (reply, answer) = oneshot::channel();
-        let bytes = batch_bytes(&request.events);
         jobs.send(batcher::Job {
             request,
             bytes,

@@ -18,6 +18,22 @@ pub struct AppendRequest {
     pub events: Vec<NewEvent>,
 }
 
+impl AppendRequest {
+    /// The bytes of its events (data, metadata, type), for batching bounds.
+    ///
+    /// # Errors
+    /// [`wharf_core::Error::InvalidArgument`] when it has no events: every
+    /// backend refuses an empty append the same way.
+    pub fn checked_size(&self) -> Result<usize> {
+        if self.events.is_empty() {
+            return Err(wharf_core::Error::InvalidArgument(
+                "an append needs at least one event".to_owned(),
+            ));
+        }
+        Ok(self.events.iter().map(NewEvent::size).sum())
+    }
+}
+
 /// A page of the global log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadAllPage {
