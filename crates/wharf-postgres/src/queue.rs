@@ -6,8 +6,13 @@
 //!
 //! `queues` holds names and settings (with `attempt_limit`, the attempts
 //! limit when the queue dead-letters, else NULL). `messages` holds one row
-//! per live message, in one of two states:
+//! per live message, in one of three states:
 //!
+//! - **fresh** (`fresh = true`): enqueued without a delay and, at most,
+//!   delivered once by the queue's cursor, which a lease row records for
+//!   the whole dequeue (see `fresh`): visible when after the cursor, in
+//!   flight when a lease holds it. Fresh rows are in neither partial index;
+//!   dequeues find them through the primary key from the cursor on.
 //! - **ready** (`ready = true`): visible now. The partial index
 //!   `messages_ready (queue_id, seq) WHERE ready` orders them by enqueue
 //!   order (`seq`, one global sequence).
@@ -16,9 +21,9 @@
 //!   `messages_waiting (queue_id, visible_at) WHERE NOT ready` orders them by
 //!   due time.
 //!
-//! A dequeue reads only the head of `messages_ready`, so in-flight and
-//! delayed rows, however many, are never scanned: it is O(log n) in queue
-//! depth. The primary key is `(queue_id, seq)`, a superset of
+//! A dequeue reads only the head of `messages_ready` and the fresh rows
+//! after the cursor, so in-flight and delayed rows, however many, are never
+//! scanned: it is O(log n) in queue depth. The primary key is `(queue_id, seq)`, a superset of
 //! `messages_ready` in the same order, so the planner keeps choosing the
 //! partial index (a key on `seq` alone is smaller, and the planner takes it,
 //! filtering `ready` row by row through every in-flight row at the head).
@@ -33,22 +38,32 @@
 //!
 //! # Dequeue and acknowledge
 //!
-//! A dequeue runs two statements in one transaction:
+//! A dequeue runs three statements in one transaction:
 //!
 //! 1. *promote*: waiting rows of the queue whose `visible_at` has passed on
 //!    the store's clock become ready (found through `messages_waiting`, so
-//!    an empty check costs one index probe); it also reports whether an
-//!    expired **last** attempt waits to be dead-lettered.
-//! 2. *deliver*, pgmq style: `UPDATE … WHERE seq = ANY (SELECT seq … WHERE
-//!    queue_id = q AND ready ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED)`,
-//!    which sets `visible_at = now + timeout`, `attempts + 1`, and adds to a
+//!    an empty check costs one index probe), and the fresh messages of its
+//!    expired leases are rewritten as ordinary rows; it also reports
+//!    whether an expired **last** attempt waits to be dead-lettered.
+//! 2. the lock of the queue's cursor row.
+//! 3. *deliver*: the first `n` by `seq` of the ready rows (pgmq style,
+//!    `FOR UPDATE SKIP LOCKED`, each updated: `visible_at = now + timeout`,
+//!    `attempts + 1`) and of the fresh rows after the cursor (read; the
+//!    cursor moves past them and one lease row records them), counted in a
 //!    counter shard, all committed before the rows are returned.
 //!
+//! So a first delivery writes no message row: a dequeue of 100 fresh
+//! messages writes the cursor and one lease instead of 100 row versions
+//! with their index entries. Redeliveries, delays and nacks take the
+//! ordinary path.
+//!
 //! An acknowledgement is one `DELETE` of every receipt that still names its
-//! message's current delivery. On each node, the dequeues and
-//! acknowledgements of a queue that arrive while a round for it runs are
-//! combined into the next round: one transaction sent as one pipeline (one
-//! round trip, one commit) for all of them (see `combine`).
+//! message's current delivery (for a fresh message: while it is still
+//! fresh), which also counts fresh messages out of their leases and deletes
+//! the leases it empties. On each node, the enqueues,
+//! dequeues and acknowledgements of a queue that arrive while a round for it
+//! runs are combined into the next round: one transaction sent as one
+//! pipeline (one round trip, one commit) for all of them (see `combine`).
 //!
 //! An expired last attempt is never made ready: every statement that could
 //! deliver, acknowledge, nack or extend it excludes it, and it moves to the
@@ -119,6 +134,7 @@ mod admin;
 mod combine;
 mod dead;
 mod deliver;
+mod fresh;
 mod step;
 mod timer;
 mod wake;

@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "queues",
         sql: include_str!("migrations/0002_queues.sql"),
     },
+    Migration {
+        version: 3,
+        name: "queue cursors",
+        sql: include_str!("migrations/0003_queue_cursors.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

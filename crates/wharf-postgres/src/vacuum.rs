@@ -56,7 +56,7 @@ impl Vacuum {
 
 async fn run(shared: &Shared) -> wharf_core::Result<()> {
     let conn = shared.conn().await?;
-    conn.batch_execute("VACUUM (SKIP_LOCKED) messages")
+    conn.batch_execute("VACUUM (SKIP_LOCKED) messages, queue_leases, queue_cursors")
         .await
         .map_err(|e| crate::error::pg("vacuum the queue table", e))?;
     let live: f32 = conn

@@ -11,6 +11,7 @@ use wharf_storage::receipt::ReceiptKey;
 
 use super::Inner;
 use super::deliver::{LOCK_EXCLUSIVE, create, queue_key};
+use super::fresh::LOCK_CURSOR;
 use super::step::{Fail, Step, count, micros, queue_name, retrying, settings};
 use crate::Shared;
 use crate::error::pg;
@@ -30,9 +31,10 @@ const LIST: &str = "
 SELECT name, max_delivery_attempts, dead_letter_queue, visibility_timeout_us FROM queues";
 
 /// What queue `$1` holds at clock time `$2`, and has done. Visible messages
-/// are the ready ones plus waiting ones whose time has come (but not
-/// expired last attempts); the oldest message is the first by enqueue
-/// order.
+/// are the ready ones, the fresh ones after the cursor, and waiting ones
+/// whose time has come (but not expired last attempts); fresh messages up
+/// to the cursor are in flight (their leases' expiry was settled first);
+/// the oldest message is the first by enqueue order.
 const STATS: &str = "
 WITH q AS MATERIALIZED (
     SELECT id, dead_letter_queue, coalesce(attempt_limit, 2147483647) AS attempt_limit,
@@ -42,42 +44,49 @@ waiting AS (
     SELECT count(*) FILTER (WHERE visible_at <= $2
                               AND NOT (leased AND attempts >= (SELECT attempt_limit FROM q))) AS due,
            count(*) FILTER (WHERE visible_at > $2 AND leased) AS in_flight,
-           count(*) FILTER (WHERE visible_at > $2 AND NOT leased) AS delayed,
-           min(seq) AS first
-    FROM messages WHERE queue_id = (SELECT id FROM q) AND NOT ready),
+           count(*) FILTER (WHERE visible_at > $2 AND NOT leased) AS delayed
+    FROM messages WHERE queue_id = (SELECT id FROM q) AND NOT ready AND NOT fresh),
+fresh AS (
+    SELECT count(*) FILTER (WHERE seq > c.delivered) AS visible,
+           count(*) FILTER (WHERE seq <= c.delivered) AS in_flight
+    FROM messages m JOIN queue_cursors c ON c.queue_id = m.queue_id
+    WHERE m.queue_id = (SELECT id FROM q) AND m.fresh),
 counters AS (
-    SELECT coalesce(sum(deliveries), 0)::bigint AS deliveries, coalesce(sum(acks), 0)::bigint AS acks,
+    SELECT (coalesce(sum(deliveries), 0) + coalesce((SELECT deliveries FROM queue_cursors
+                                                      WHERE queue_id = (SELECT id FROM q)), 0)
+           )::bigint AS deliveries,
+           coalesce(sum(acks), 0)::bigint AS acks,
            coalesce(sum(nacks), 0)::bigint AS nacks,
            coalesce(sum(dead_lettered), 0)::bigint AS dead_lettered
     FROM queue_counters WHERE queue_id = (SELECT id FROM q))
 SELECT (SELECT id FROM q),
-    (SELECT count(*) FROM messages WHERE queue_id = (SELECT id FROM q) AND ready) AS ready,
-    w.due, w.in_flight, w.delayed,
-    (SELECT enqueued_at FROM messages WHERE queue_id = (SELECT id FROM q) AND seq = LEAST(w.first,
-        (SELECT seq FROM messages WHERE queue_id = (SELECT id FROM q) AND ready
-         ORDER BY seq LIMIT 1))) AS oldest,
+    (SELECT count(*) FROM messages WHERE queue_id = (SELECT id FROM q) AND ready) + f.visible,
+    w.due, w.in_flight + f.in_flight, w.delayed,
+    (SELECT enqueued_at FROM messages WHERE queue_id = (SELECT id FROM q)
+     ORDER BY seq LIMIT 1) AS oldest,
     (SELECT count(*) FROM messages d
      WHERE (SELECT dead_letters FROM q)
        AND d.queue_id = (SELECT t.id FROM queues t WHERE t.name = (SELECT dead_letter_queue FROM q))
        AND d.origin_queue_id = (SELECT id FROM q)) AS dead_letters,
     c.deliveries, c.acks, c.nacks, c.dead_lettered
-FROM waiting AS w, counters AS c";
+FROM waiting AS w, fresh AS f, counters AS c";
 
-/// Deletes every message of queue `$1`. `ready OR NOT ready` lets the
-/// planner read both partial indexes in one statement, so a message
-/// promoted meanwhile is not missed (see `MOVABLE`).
+/// Deletes every message of queue `$1` (one statement through the primary
+/// key, so that a message promoted meanwhile is not missed, see `MOVABLE`)
+/// and its leases. Runs after [`LOCK_CURSOR`]: no dequeue reads the fresh
+/// messages meanwhile.
 const PURGE: &str = "
 WITH q AS MATERIALIZED (SELECT id FROM queues WHERE name = $1),
-purged AS (
-    DELETE FROM messages WHERE queue_id = (SELECT id FROM q) AND (ready OR NOT ready)
-    RETURNING 1)
+purged AS (DELETE FROM messages WHERE queue_id = (SELECT id FROM q) RETURNING 1),
+leases AS (DELETE FROM queue_leases WHERE queue_id = (SELECT id FROM q))
 SELECT (SELECT id FROM q), (SELECT count(*) FROM purged)";
 
 const DELETE_QUEUE: &str = "DELETE FROM queues WHERE name = $1 RETURNING id";
 
 const DELETE_CONTENTS: &str = "
-WITH purged AS (
-    DELETE FROM messages WHERE queue_id = $1 AND (ready OR NOT ready) RETURNING 1),
+WITH purged AS (DELETE FROM messages WHERE queue_id = $1 RETURNING 1),
+leases AS (DELETE FROM queue_leases WHERE queue_id = $1),
+cursor AS (DELETE FROM queue_cursors WHERE queue_id = $1),
 counters AS (DELETE FROM queue_counters WHERE queue_id = $1),
 dedup AS (DELETE FROM queue_dedup WHERE queue_id = $1)
 SELECT count(*) FROM purged";
@@ -230,8 +239,11 @@ impl Inner {
         retrying(
             || format!("purge `{queue}`"),
             || async {
-                let conn = self.shared.conn().await?;
-                let row = conn.query_one(PURGE, &[&queue.as_str()]).await?;
+                let mut conn = self.shared.conn().await?;
+                let tx = conn.transaction().await?;
+                tx.query(LOCK_CURSOR, &[&queue.as_str()]).await?;
+                let row = tx.query_one(PURGE, &[&queue.as_str()]).await?;
+                tx.commit().await?;
                 if row.try_get::<_, Option<i64>>(0)?.is_none() {
                     return Err(Fail::Caller(Error::QueueNotFound(queue.clone())));
                 }

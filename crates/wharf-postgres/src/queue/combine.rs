@@ -1,12 +1,14 @@
-//! Dequeues and acknowledgements of one queue, combined per node.
+//! Enqueues, dequeues and acknowledgements of one queue, combined per node.
 //!
 //! Each node runs at most [`ROUNDS`] *rounds* per queue at a time. Requests
 //! that arrive while they run wait for the next one, which takes them all:
-//! one transaction, sent as one pipeline (`BEGIN`, the promotion of due
-//! messages, one delivering `UPDATE` per visibility timeout asked for, the
-//! acknowledgements as one `DELETE`, `COMMIT`), so one round trip and one
-//! commit serve every consumer of the queue on this node rather than one
-//! each per dequeue and per acknowledgement. An idle queue answers a lone
+//! one transaction, sent as one pipeline (`BEGIN`, the enqueues as one
+//! `INSERT` under the queue's head lock, the promotion of due messages, the
+//! cursor's lock, one delivering statement per visibility timeout asked
+//! for, the acknowledgements as one `DELETE`, `COMMIT`), so one round trip
+//! and one commit serve every producer and consumer of the queue on this
+//! node rather than one each per request (enqueues under the head lock
+//! would otherwise commit one at a time). An idle queue answers a lone
 //! request as fast as a plain statement would.
 //!
 //! A round fails or commits as a whole: every request in it gets the same
@@ -21,80 +23,171 @@ use tokio::sync::oneshot;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
-use wharf_core::{Delivery, DequeueOptions, Error, QueueName, Result, Timestamp};
+use wharf_core::{
+    Delivery, DequeueOptions, Enqueued, Error, NewMessage, QueueName, Result, Timestamp,
+};
 use wharf_storage::receipt::ReceiptParts;
 
 use super::Inner;
-use super::deliver::{lease_lost, lease_states};
+use super::deliver::{
+    ENQUEUE, InsertRow, LOCK_SHARED, create, lease_lost, lease_states, queue_key,
+};
+use super::fresh::{LOCK_CURSOR, LOCK_HEAD, head_key, lease_of, rewrite_expired};
 use super::step::{DELIVERY_COLUMNS, Step, attempt_of, delivery, micros, retrying, seq_of};
 use super::wake::{announcement, wake_up};
+use crate::flush;
 use crate::vacuum::Vacuum;
 
 /// Deletes the messages whose receipts name their current delivery (never
-/// an expired last attempt), counting them in shard `$6`: one key lookup
-/// per receipt (a `seq = ANY ($2)` condition would be re-sorted for every
-/// lookup of the join). Returns the queue id and attempts limit (NULL: no
-/// such queue) and the deliveries deleted.
-const ACK: &str = "
-WITH q AS MATERIALIZED (SELECT id, attempt_limit FROM queues WHERE name = $1),
+/// an expired last attempt), counting them in shard `$6`: fresh ones
+/// (attempt 1) by key, and, for the receipts that deleted no fresh message,
+/// ordinary rows by key and attempt; then counts the fresh ones out of
+/// their leases. A fresh message is in flight exactly while its row exists
+/// and is fresh (a receipt is only ever issued for a delivered one); its
+/// lease is looked up only where attempt 1 may be the last, to refuse an
+/// expired one. Each receipt's row is found and locked by a lateral probe
+/// of the primary key (`FOR UPDATE` rechecks the conditions on the row's
+/// latest version) and deleted by `ctid`, never through a join or a
+/// `seq = ANY (…)`: a generic plan made from the statistics of an empty
+/// table (the planner re-plans after every vacuum) scanned every message of
+/// the queue for each round that way, filtering by `seq`. Returns
+/// the queue id and attempts limit (NULL: no such queue) and the
+/// deliveries deleted.
+static ACK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
+WITH q AS MATERIALIZED (
+    SELECT id, attempt_limit, coalesce(attempt_limit, 2147483647) AS lim
+    FROM queues WHERE name = $1),
+r AS MATERIALIZED (
+    SELECT * FROM unnest($2::bigint[], $3::uuid[], $4::int[]) AS r(seq, message_id, attempt)),
+fresh_acked AS (
+    DELETE FROM messages m
+    WHERE m.ctid = ANY (ARRAY(
+        SELECT y.ctid FROM r CROSS JOIN LATERAL (
+            SELECT ctid FROM messages y
+            WHERE y.queue_id = (SELECT id FROM q) AND y.seq = r.seq
+              AND y.message_id = r.message_id AND y.fresh
+            LIMIT 1 FOR UPDATE) AS y
+        WHERE r.attempt = 1))
+      AND ((SELECT lim FROM q) > 1 OR NOT EXISTS (
+          SELECT 1 FROM {lease} AS l WHERE l.first_seq <= m.seq AND l.expires_at <= $5))
+    RETURNING m.seq, 1 AS attempts),
 acked AS (
     DELETE FROM messages m
-    USING unnest($2::bigint[], $3::uuid[], $4::int[]) AS r(seq, message_id, attempt)
-    WHERE m.queue_id = (SELECT id FROM q) AND m.seq = r.seq
-      AND m.message_id = r.message_id AND m.attempts = r.attempt
-      AND NOT (m.leased AND NOT m.ready AND m.visible_at <= $5
-               AND m.attempts >= coalesce((SELECT attempt_limit FROM q), 2147483647))
+    WHERE m.ctid = ANY (ARRAY(
+        SELECT y.ctid FROM r CROSS JOIN LATERAL (
+            SELECT ctid FROM messages y
+            WHERE y.queue_id = (SELECT id FROM q) AND y.seq = r.seq
+              AND y.message_id = r.message_id AND y.attempts = r.attempt AND NOT y.fresh
+              AND NOT (y.leased AND NOT y.ready AND y.visible_at <= $5
+                       AND y.attempts >= (SELECT lim FROM q))
+            LIMIT 1 FOR UPDATE) AS y
+        WHERE r.seq NOT IN (SELECT seq FROM fresh_acked)))
     RETURNING m.seq, m.attempts),
+touched AS (
+    SELECT l.last_seq, count(*) AS k
+    FROM fresh_acked a CROSS JOIN LATERAL {lease_a} AS l
+    WHERE l.first_seq <= a.seq GROUP BY l.last_seq),
+emptied AS (
+    DELETE FROM queue_leases l
+    WHERE l.queue_id = (SELECT id FROM q) AND l.last_seq = ANY (ARRAY(SELECT last_seq FROM touched))
+      AND l.remaining <= (SELECT k FROM touched t WHERE t.last_seq = l.last_seq)),
+shrunk AS (
+    UPDATE queue_leases l
+    SET remaining = l.remaining - (SELECT k FROM touched t WHERE t.last_seq = l.last_seq)
+    WHERE l.queue_id = (SELECT id FROM q) AND l.last_seq = ANY (ARRAY(SELECT last_seq FROM touched))
+      AND l.remaining > (SELECT k FROM touched t WHERE t.last_seq = l.last_seq)),
+done AS (SELECT * FROM fresh_acked UNION ALL SELECT * FROM acked),
 counted AS (
     INSERT INTO queue_counters AS c (queue_id, shard, acks)
-    SELECT (SELECT id FROM q), $6::smallint, count(*) FROM acked HAVING count(*) > 0
+    SELECT (SELECT id FROM q), $6::smallint, count(*) FROM done HAVING count(*) > 0
     ON CONFLICT (queue_id, shard) DO UPDATE SET acks = c.acks + excluded.acks)
-SELECT (SELECT id FROM q), (SELECT attempt_limit FROM q), ARRAY(SELECT seq FROM acked),
-       ARRAY(SELECT attempts FROM acked)";
+SELECT (SELECT id FROM q), (SELECT attempt_limit FROM q), ARRAY(SELECT seq FROM done),
+       ARRAY(SELECT attempts FROM done)",
+        lease = lease_of("(SELECT id FROM q)", "m.seq"),
+        lease_a = lease_of("(SELECT id FROM q)", "a.seq")
+    )
+});
 
 /// Makes due waiting messages of queue `$1` ready (never an expired last
-/// attempt), notifying `$4` if any; reports whether an expired last attempt
-/// of the queue, or of a queue dead-lettering into it, waits to be moved.
-const PROMOTE: &str = "
+/// attempt) and rewrites the fresh messages of its expired leases,
+/// notifying `$4` if any became visible; reports whether an expired last
+/// attempt of the queue, or of a queue dead-lettering into it, waits to be
+/// moved.
+static PROMOTE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
 WITH q AS MATERIALIZED (SELECT id, attempt_limit FROM queues WHERE name = $1),
+{rewrite},
 promoted AS (
     UPDATE messages m SET ready = true
-    WHERE m.queue_id = (SELECT id FROM q) AND NOT m.ready AND m.visible_at <= $2
+    WHERE m.queue_id = (SELECT id FROM q) AND NOT m.ready AND NOT m.fresh AND m.visible_at <= $2
       AND NOT (m.leased AND m.attempts >= coalesce((SELECT attempt_limit FROM q), 2147483647))
     RETURNING 1),
-n AS (SELECT count(*) AS k FROM promoted),
+n AS (SELECT (SELECT count(*) FROM promoted) + (SELECT count(*) FROM rewritten WHERE ready) AS k),
 notified AS (SELECT pg_notify($3, $4) FROM n WHERE k > 0)
 SELECT (SELECT id FROM q), (SELECT k FROM n), (SELECT count(*) FROM notified),
-    EXISTS (
+    EXISTS (SELECT 1 FROM rewritten WHERE NOT ready) OR EXISTS (
         SELECT 1 FROM queues s JOIN messages m ON m.queue_id = s.id
         WHERE (s.name = $1 OR s.dead_letter_queue = $1) AND s.attempt_limit IS NOT NULL
-          AND NOT m.ready AND m.leased AND m.visible_at <= $2 AND m.attempts >= s.attempt_limit)";
+          AND NOT m.ready AND NOT m.fresh AND m.leased AND m.visible_at <= $2
+          AND m.attempts >= s.attempt_limit)",
+        rewrite = rewrite_expired("s.name = $1", "$2")
+    )
+});
 
-/// Delivers up to `$2` ready messages of queue `$1`, oldest first, in
-/// flight until `$3` plus the timeout `$4` (or the queue's); counts them in
-/// shard `$5`. One row with the queue id (NULL: no such queue) and the
-/// delivery columns (NULL: nothing delivered), or one row per delivery.
+/// Delivers up to `$2` visible messages of queue `$1` in enqueue order, in
+/// flight until `$3` plus the timeout `$4` (or the queue's), counted on
+/// the cursor row (which the round holds anyway): ordinary ready rows (redeliveries, messages whose delay
+/// passed) are each updated; fresh ones after the cursor, which the round
+/// has locked, are read, the cursor moved past them and one lease inserted
+/// for them. The ordinary rows it delivers are updated by the `ctid` their
+/// lock returned (see `ACK` for why not by `seq = ANY (…)`). One row with the queue id (NULL: no such queue) and the
+/// delivery columns (NULL: nothing delivered) and whether it was fresh, or
+/// one row per delivery.
 static DELIVER: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
 WITH q AS MATERIALIZED (SELECT id, visibility_timeout_us FROM queues WHERE name = $1),
-picked AS (
-    SELECT seq FROM messages
+until AS MATERIALIZED (SELECT $3 + coalesce($4, (SELECT visibility_timeout_us FROM q)) AS t),
+slow AS MATERIALIZED (
+    SELECT seq, ctid FROM messages
     WHERE queue_id = (SELECT id FROM q) AND ready
     ORDER BY seq LIMIT $2
     FOR UPDATE SKIP LOCKED),
+fresh AS MATERIALIZED (
+    SELECT seq, message_id, enqueued_at, content_type, metadata, payload_hash, payload_ref, data
+    FROM messages
+    WHERE queue_id = (SELECT id FROM q) AND fresh
+      AND seq > (SELECT delivered FROM queue_cursors WHERE queue_id = (SELECT id FROM q))
+    ORDER BY seq LIMIT $2),
+chosen AS MATERIALIZED (
+    SELECT seq, f FROM (SELECT seq, false AS f FROM slow UNION ALL SELECT seq, true FROM fresh) AS u
+    ORDER BY seq LIMIT $2),
 delivered AS (
     UPDATE messages m
     SET ready = false, leased = true, attempts = m.attempts + 1,
-        visible_at = $3 + coalesce($4, (SELECT visibility_timeout_us FROM q))
-    WHERE m.queue_id = (SELECT id FROM q) AND m.seq = ANY (ARRAY(SELECT seq FROM picked))
-    RETURNING {DELIVERY_COLUMNS}),
-counted AS (
-    INSERT INTO queue_counters AS c (queue_id, shard, deliveries)
-    SELECT (SELECT id FROM q), $5::smallint, count(*) FROM delivered HAVING count(*) > 0
-    ON CONFLICT (queue_id, shard) DO UPDATE SET deliveries = c.deliveries + excluded.deliveries)
+        visible_at = (SELECT t FROM until)
+    WHERE m.ctid = ANY (ARRAY(
+        SELECT ctid FROM slow WHERE seq IN (SELECT seq FROM chosen WHERE NOT f)))
+    RETURNING {DELIVERY_COLUMNS}, false AS fresh),
+taken AS MATERIALIZED (
+    SELECT seq, message_id, 1 AS attempts, enqueued_at, (SELECT t FROM until) AS visible_at,
+           content_type, metadata, payload_hash, payload_ref, data, true AS fresh
+    FROM fresh WHERE seq <= (SELECT max(seq) FROM chosen WHERE f)),
+advanced AS (
+    UPDATE queue_cursors c
+    SET delivered = coalesce((SELECT max(seq) FROM taken), c.delivered),
+        deliveries = c.deliveries + (SELECT count(*) FROM chosen)
+    WHERE queue_id = (SELECT id FROM q) AND EXISTS (SELECT 1 FROM chosen)),
+leased AS (
+    INSERT INTO queue_leases (queue_id, last_seq, first_seq, expires_at, remaining)
+    SELECT (SELECT id FROM q), max(seq), min(seq), (SELECT t FROM until), count(*) FROM taken
+    HAVING count(*) > 0)
 SELECT (SELECT id FROM q), d.*
-FROM (SELECT 1) AS one LEFT JOIN delivered AS d ON true"
+FROM (SELECT 1) AS one
+LEFT JOIN (SELECT * FROM delivered UNION ALL SELECT * FROM taken) AS d ON true"
     )
 });
 
@@ -108,9 +201,25 @@ const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 /// no statistics) it may scan the whole table on every later round, which
 /// the benchmark caught at 36 ms a round at 100k messages. Every statement
 /// of a round is meant to walk an index, so sequential scans are ruled out
-/// for the round. `LOCAL`: the connection's other users keep the defaults.
-const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-                     SET LOCAL enable_seqscan = off";
+/// for the round, and so are hash and merge joins (a generic plan joined
+/// expired leases to their messages by hashing the whole primary key).
+/// `LOCAL`: the connection's other users keep the defaults.
+const BEGIN: &str = "BEGIN; SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+                     set_config('enable_seqscan', 'off', true), \
+                     set_config('enable_hashjoin', 'off', true), \
+                     set_config('enable_mergejoin', 'off', true)";
+
+/// Opens a round that dequeues: as [`BEGIN`], committing without waiting
+/// for the disk, so that the queue's cursor is free for the next round at
+/// once (PostgreSQL holds locks until the commit is flushed); its answers
+/// wait for a group flush instead (see `crate::flush`). Rounds that only
+/// enqueue and acknowledge commit synchronously: the extra round trip of a
+/// flush would cost a lone producer more than the head lock does.
+const BEGIN_ASYNC: &str = "BEGIN; SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+                           set_config('enable_seqscan', 'off', true), \
+                           set_config('enable_hashjoin', 'off', true), \
+                           set_config('enable_mergejoin', 'off', true), \
+                           set_config('synchronous_commit', 'off', true)";
 
 /// What a dequeue got: its deliveries, and whether expired last attempts
 /// wait to be dead-lettered.
@@ -129,13 +238,28 @@ struct TakeJob {
     reply: oneshot::Sender<Result<Taken>>,
 }
 
+/// An enqueue without dedup ids: its messages and the ids they get.
+struct PutJob {
+    messages: Vec<NewMessage>,
+    ids: Vec<Uuid>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
 /// Requests of one queue waiting for the next round.
 #[derive(Default)]
 struct Pending {
     acks: Vec<AckJob>,
     takes: Vec<TakeJob>,
+    puts: Vec<PutJob>,
     /// Workers running rounds for the queue.
     running: usize,
+}
+
+/// The requests one round serves.
+struct Jobs {
+    acks: Vec<AckJob>,
+    takes: Vec<TakeJob>,
+    puts: Vec<PutJob>,
 }
 
 /// Rounds of one queue a node runs at once: a second round executes while
@@ -181,6 +305,33 @@ impl Inner {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// Enqueues `messages` (none with a dedup id) in the queue's next
+    /// round, creating the queue if it does not exist.
+    pub(super) async fn put_combined(
+        self: &Arc<Self>,
+        queue: &QueueName,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Enqueued>> {
+        let ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
+        let enqueued = ids
+            .iter()
+            .map(|&message_id| Enqueued {
+                message_id,
+                duplicate: false,
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        self.submit(queue, |p| {
+            p.puts.push(PutJob {
+                messages,
+                ids,
+                reply,
+            });
+        });
+        answer.await.map_err(|_| stopped())??;
+        Ok(enqueued)
+    }
+
     fn submit(self: &Arc<Self>, queue: &QueueName, add: impl FnOnce(&mut Pending)) {
         let start = {
             let mut map = self
@@ -201,73 +352,70 @@ impl Inner {
         }
     }
 
-    /// Runs rounds for `queue` until nothing waits.
-    async fn rounds(self: Arc<Self>, queue: QueueName) {
-        loop {
-            let (acks, takes) = {
-                let mut map = self
-                    .combiner
-                    .0
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let Some(pending) = map.get_mut(&queue) else {
-                    return;
-                };
-                // A dequeue whose caller has gone is not served: dropping a
-                // dequeue before the store delivers loses nothing.
-                pending.takes.retain(|t| !t.reply.is_closed());
-                if pending.acks.is_empty() && pending.takes.is_empty() {
-                    pending.running -= 1;
-                    if pending.running == 0 {
-                        map.remove(&queue);
-                    }
-                    return;
-                }
-                (
-                    std::mem::take(&mut pending.acks),
-                    std::mem::take(&mut pending.takes),
-                )
-            };
-            let answered = retrying(
-                || format!("dequeue from or acknowledge messages of `{queue}`"),
-                || self.round(&queue, &acks, &takes),
-            )
-            .await;
-            match answered {
-                Ok(Answers { queue_id: None, .. }) => {
-                    let missing = Error::QueueNotFound(queue.clone());
-                    for job in acks {
-                        let _ = job.reply.send(Err(missing.clone()));
-                    }
-                    for job in takes {
-                        let _ = job.reply.send(Err(missing.clone()));
-                    }
-                }
-                Ok(answers) => {
-                    for (job, outcome) in acks.into_iter().zip(answers.acked) {
-                        let _ = job.reply.send(Ok(outcome));
-                    }
-                    for (job, deliveries) in takes.into_iter().zip(answers.taken) {
-                        let _ = job.reply.send(Ok(Taken {
-                            deliveries,
-                            dead_due: answers.dead_due,
-                        }));
-                    }
-                }
-                Err(e) => {
-                    for job in acks {
-                        let _ = job.reply.send(Err(e.clone()));
-                    }
-                    for job in takes {
-                        let _ = job.reply.send(Err(e.clone()));
-                    }
-                }
+    /// The requests waiting for the next round of `queue`, or `None` (and
+    /// this worker retires) when nothing waits.
+    fn next_jobs(&self, queue: &QueueName) -> Option<Jobs> {
+        let mut map = self
+            .combiner
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pending = map.get_mut(queue)?;
+        // A dequeue whose caller has gone is not served: dropping a
+        // dequeue before the store delivers loses nothing.
+        pending.takes.retain(|t| !t.reply.is_closed());
+        if pending.acks.is_empty() && pending.takes.is_empty() && pending.puts.is_empty() {
+            pending.running -= 1;
+            if pending.running == 0 {
+                map.remove(queue);
             }
+            return None;
+        }
+        Some(Jobs {
+            acks: std::mem::take(&mut pending.acks),
+            takes: std::mem::take(&mut pending.takes),
+            puts: std::mem::take(&mut pending.puts),
+        })
+    }
+
+    /// Runs rounds for `queue` until nothing waits. A round's requests are
+    /// answered once its commit is flushed (by a group flush for rounds
+    /// that dequeue, see [`BEGIN_ASYNC`]), while the next round runs.
+    async fn rounds(self: Arc<Self>, queue: QueueName) {
+        while let Some(jobs) = self.next_jobs(&queue) {
+            let answered = self.serve(&queue, &jobs).await;
+            let shared = self.shared.clone();
+            let queue = queue.clone();
+            let unflushed = !jobs.takes.is_empty();
+            tokio::spawn(async move {
+                let answered = match answered {
+                    Ok(answers) if unflushed => flush::flushed(&shared).await.map(|()| answers),
+                    other => other,
+                };
+                answer(&queue, jobs, answered);
+            });
         }
     }
 
+    /// Runs one round for `jobs`; when it enqueues into a queue that does
+    /// not exist, creates the queue and runs it again.
+    async fn serve(&self, queue: &QueueName, jobs: &Jobs) -> Result<Answers> {
+        let doing = || format!("work on queue `{queue}`");
+        let answers = retrying(doing, || self.round(queue, jobs)).await?;
+        if answers.queue_id.is_some() || jobs.puts.is_empty() {
+            return Ok(answers);
+        }
+        retrying(doing, || async {
+            let conn = self.shared.conn().await?;
+            create(&**conn, queue, self.shared.queue_defaults()).await
+        })
+        .await?;
+        retrying(doing, || self.round(queue, jobs)).await
+    }
+
     /// One round: every statement in one transaction, sent at once.
-    async fn round(&self, queue: &QueueName, acks: &[AckJob], takes: &[TakeJob]) -> Step<Answers> {
+    async fn round(&self, queue: &QueueName, jobs: &Jobs) -> Step<Answers> {
+        let Jobs { acks, takes, puts } = jobs;
         let now = self.shared.clock().now();
         let name = queue.as_str();
         let now_us = now.as_micros();
@@ -299,47 +447,82 @@ impl Inner {
                 None => groups.push((vt, limit, vec![i])),
             }
         }
-        let shards: Vec<i16> = groups.iter().map(|_| self.shard()).collect();
+        let put_rows: Vec<InsertRow<'_>> = puts
+            .iter()
+            .flat_map(|job| {
+                job.messages
+                    .iter()
+                    .zip(&job.ids)
+                    .map(|(m, id)| InsertRow::of(m, *id, now))
+            })
+            .collect();
+        let put_refs: Vec<&InsertRow<'_>> = put_rows.iter().collect();
+        let insert = self.insert_params(queue, &put_refs, now);
+        let insert_params = insert.sql(&channel);
+        let queue_lock = queue_key(queue);
+        let head_lock = head_key(queue);
 
+        let (lock_shared, lock_head, enqueue) = if puts.is_empty() {
+            (None, None, None)
+        } else {
+            let (s, h, e) = futures::try_join!(
+                conn.prepare_cached(LOCK_SHARED),
+                conn.prepare_cached(LOCK_HEAD),
+                conn.prepare_cached(ENQUEUE)
+            )?;
+            (Some(s), Some(h), Some(e))
+        };
         let ack = if acks.is_empty() {
             None
         } else {
-            Some(conn.prepare_cached(ACK).await?)
+            Some(conn.prepare_cached(&ACK).await?)
         };
-        let (promote, deliver) = if takes.is_empty() {
-            (None, None)
+        let (promote, lock_cursor, deliver) = if takes.is_empty() {
+            (None, None, None)
         } else {
-            let (p, d) =
-                futures::try_join!(conn.prepare_cached(PROMOTE), conn.prepare_cached(&DELIVER))?;
-            (Some(p), Some(d))
+            let (p, l, d) = futures::try_join!(
+                conn.prepare_cached(&PROMOTE),
+                conn.prepare_cached(LOCK_CURSOR),
+                conn.prepare_cached(&DELIVER)
+            )?;
+            (Some(p), Some(l), Some(d))
         };
+        let queue_lock_params: [&(dyn ToSql + Sync); 1] = [&queue_lock];
+        let head_lock_params: [&(dyn ToSql + Sync); 1] = [&head_lock];
         let ack_params: [&(dyn ToSql + Sync); 6] =
             [&name, &seqs, &ids, &attempts, &now_us, &ack_shard];
         let promote_params: [&(dyn ToSql + Sync); 4] = [&name, &now_us, &channel, &wake];
-        let deliver_params: Vec<[&(dyn ToSql + Sync); 5]> = groups
+        let cursor_params: [&(dyn ToSql + Sync); 1] = [&name];
+        let deliver_params: Vec<[&(dyn ToSql + Sync); 4]> = groups
             .iter()
-            .zip(&shards)
-            .map(|((vt, limit, _), shard)| -> [&(dyn ToSql + Sync); 5] {
-                [&name, limit, &now_us, vt, shard]
-            })
+            .map(|(vt, limit, _)| -> [&(dyn ToSql + Sync); 4] { [&name, limit, &now_us, vt] })
             .collect();
-        // The promotion first: every round then locks waiting rows in the
-        // same (index) order before anything else, so rounds on two nodes
-        // do not deadlock over an acknowledged message that fell due.
+        // Enqueues first, under the head lock, so the round's dequeues can
+        // take what it enqueued. Then the promotion: every round locks
+        // waiting rows in the same (index) order before anything else, so
+        // rounds on two nodes do not deadlock over an acknowledged message
+        // that fell due. The cursor is locked by a statement of its own,
+        // before the deliveries that read after it.
         let mut queries: Vec<Query<'_>> = Vec::new();
-        if let (Some(promote), Some(deliver)) = (&promote, &deliver) {
-            queries.push(Box::pin(conn.query(promote, &promote_params)));
+        if let (Some(s), Some(h), Some(e)) = (&lock_shared, &lock_head, &enqueue) {
+            queries.push(Box::pin(conn.query(s, &queue_lock_params)));
+            queries.push(Box::pin(conn.query(h, &head_lock_params)));
+            queries.push(Box::pin(conn.query(e, &insert_params)));
+        }
+        if let (Some(p), Some(l), Some(d)) = (&promote, &lock_cursor, &deliver) {
+            queries.push(Box::pin(conn.query(p, &promote_params)));
+            queries.push(Box::pin(conn.query(l, &cursor_params)));
             for params in &deliver_params {
-                queries.push(Box::pin(conn.query(deliver, params)));
+                queries.push(Box::pin(conn.query(d, params)));
             }
         }
-        if let Some(ack) = &ack {
-            queries.push(Box::pin(conn.query(ack, &ack_params)));
+        if let Some(a) = &ack {
+            queries.push(Box::pin(conn.query(a, &ack_params)));
         }
         // Sent in this order before any answer is read; a failed statement
         // aborts the transaction, and the COMMIT then rolls it back.
         let (begun, results, committed) = futures::join!(
-            conn.batch_execute(BEGIN),
+            conn.batch_execute(if takes.is_empty() { BEGIN } else { BEGIN_ASYNC }),
             futures::future::join_all(queries),
             conn.batch_execute("COMMIT"),
         );
@@ -357,12 +540,18 @@ impl Inner {
             taken: Vec::new(),
             dead_due: false,
         };
-        if !takes.is_empty() {
-            let promoted = results.next().unwrap_or_default();
-            let Some(promoted) = promoted.first() else {
+        if !puts.is_empty() {
+            let _locks = (results.next(), results.next());
+            let Some((_, queue_id)) = queue_row(results.next())? else {
                 return Ok(answers);
             };
-            let Some(queue_id) = promoted.try_get::<_, Option<i64>>(0)? else {
+            answers.queue_id = Some(queue_id);
+            self.enqueued(queue, &put_refs, now);
+        }
+        if !takes.is_empty() {
+            let promoted = queue_row(results.next())?;
+            let _cursor = results.next();
+            let Some((promoted, queue_id)) = promoted else {
                 return Ok(answers);
             };
             answers.queue_id = Some(queue_id);
@@ -380,6 +569,11 @@ impl Inner {
                         continue;
                     }
                     due = Some(Timestamp::from_micros(row.try_get(5)?));
+                    // An ordinary row's delivery leaves its previous
+                    // version dead; a fresh one's writes no row.
+                    if !row.try_get::<_, bool>(11)? {
+                        dead += 1;
+                    }
                     delivered.push((
                         row.try_get::<_, i64>(1)?,
                         delivery(row, 1, &self.key, queue)?,
@@ -387,8 +581,6 @@ impl Inner {
                 }
                 // Oldest first, to the requests in the order they came.
                 delivered.sort_by_key(|(seq, _)| *seq);
-                // Each delivery leaves the row's previous version dead.
-                dead += delivered.len() as u64;
                 let mut delivered = delivered.into_iter().map(|(_, d)| d);
                 for &job in jobs {
                     let max = takes[job].options.max_messages as usize;
@@ -407,18 +599,14 @@ impl Inner {
             }
         }
         if !acks.is_empty() {
-            let rows = results.next().unwrap_or_default();
-            let Some(row) = rows.first() else {
-                return Ok(answers);
-            };
-            let Some(queue_id) = row.try_get::<_, Option<i64>>(0)? else {
+            let Some((row, queue_id)) = queue_row(results.next())? else {
                 return Ok(answers);
             };
             answers.queue_id = Some(queue_id);
             let deleted = row.try_get::<_, Vec<i64>>(2)?.len() as u64;
             dead += deleted;
             answers.acked = self
-                .ack_outcomes(&conn, queue, queue_id, row, acks, now)
+                .ack_outcomes(&conn, queue, queue_id, &row, acks, now)
                 .await?;
         }
         Vacuum::deleted(&self.shared, dead);
@@ -485,6 +673,63 @@ impl Inner {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// The first row a statement answered and the queue id in its first
+/// column; `None` when the queue does not exist.
+fn queue_row(rows: Option<Vec<Row>>) -> Step<Option<(Row, i64)>> {
+    let Some(row) = rows.unwrap_or_default().into_iter().next() else {
+        return Ok(None);
+    };
+    let id: Option<i64> = row.try_get(0)?;
+    Ok(id.map(|id| (row, id)))
+}
+
+/// Answers every request of a round.
+fn answer(queue: &QueueName, jobs: Jobs, answered: Result<Answers>) {
+    let Jobs { acks, takes, puts } = jobs;
+    match answered {
+        Ok(Answers { queue_id: None, .. }) => {
+            let missing = Error::QueueNotFound(queue.clone());
+            for job in acks {
+                let _ = job.reply.send(Err(missing.clone()));
+            }
+            for job in takes {
+                let _ = job.reply.send(Err(missing.clone()));
+            }
+            let vanished = Error::Unavailable(format!(
+                "queue `{queue}` was deleted while it was being created; try again"
+            ));
+            for job in puts {
+                let _ = job.reply.send(Err(vanished.clone()));
+            }
+        }
+        Ok(answers) => {
+            for (job, outcome) in acks.into_iter().zip(answers.acked) {
+                let _ = job.reply.send(Ok(outcome));
+            }
+            for (job, deliveries) in takes.into_iter().zip(answers.taken) {
+                let _ = job.reply.send(Ok(Taken {
+                    deliveries,
+                    dead_due: answers.dead_due,
+                }));
+            }
+            for job in puts {
+                let _ = job.reply.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            for job in acks {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+            for job in takes {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+            for job in puts {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use wharf_storage::receipt::ReceiptParts;
 
 use super::Inner;
 use super::deliver::{LeaseState, existing, lease_lost, lock_or_create};
+use super::fresh::{LOCK_CURSOR, REWRITE_ONE, rewrite_expired};
 use super::step::{Fail, Step, after, metadata, queue_name, retrying, seq_of};
 use super::wake::{announcement, wake_up};
 use wharf_storage::codec::encode_metadata;
@@ -23,7 +24,25 @@ use wharf_storage::codec::encode_metadata;
 const DOOMED_WHERE: &str = "
     ($1::text IS NULL OR s.name = $1 OR s.dead_letter_queue = $1)
     AND s.attempt_limit IS NOT NULL
-    AND NOT m.ready AND m.leased AND m.visible_at <= $2 AND m.attempts >= s.attempt_limit";
+    AND NOT m.ready AND NOT m.fresh AND m.leased AND m.visible_at <= $2
+    AND m.attempts >= s.attempt_limit";
+
+/// Rewrites the fresh messages of the expired leases of queue `$1` and of
+/// the queues dead-lettering into it, or of every queue when `$1` is NULL,
+/// at clock time `$2` (see `fresh`), notifying (on channel `$3`) the queues
+/// where messages became visible; returns those queues.
+static REWRITE_EXPIRED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH {rewrite},
+woken AS (SELECT name FROM queues WHERE id IN (SELECT queue_id FROM rewritten WHERE ready)),
+notified AS (SELECT pg_notify($3, 'q:' || name) FROM woken)
+SELECT ARRAY(SELECT name FROM woken), (SELECT count(*) FROM notified)",
+        rewrite = rewrite_expired(
+            "$1::text IS NULL OR s.name = $1 OR s.dead_letter_queue = $1",
+            "$2"
+        )
+    )
+});
 
 static ANY_DOOMED: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -31,6 +50,13 @@ static ANY_DOOMED: LazyLock<String> = LazyLock::new(|| {
          WHERE {DOOMED_WHERE})"
     )
 });
+
+/// The advisory-lock key held by whoever moves expired last attempts to
+/// their dead-letter queues (top bit set, as queue keys: never a payload
+/// key).
+const MOVES_KEY: i64 = i64::MIN | 0x7768_6172_665f_646c;
+const LOCK_MOVES: &str = "SELECT pg_advisory_xact_lock($1)";
+const TRY_LOCK_MOVES: &str = "SELECT pg_try_advisory_xact_lock($1)";
 
 /// Most dead letters moved in one transaction.
 const BATCH: usize = 1000;
@@ -54,7 +80,8 @@ const NEW_SEQS: &str =
 /// visible now (`$6`), attempt count 0, message id kept.
 const MOVE: &str = "
 UPDATE messages m
-SET seq = r.new_seq, queue_id = r.queue_id, ready = true, leased = false, visible_at = $6,
+SET seq = r.new_seq, queue_id = r.queue_id, ready = true, leased = false, fresh = false,
+    visible_at = $6,
     attempts = 0, enqueued_at = $6, origin_queue_id = r.origin, metadata = r.metadata
 FROM unnest($7::bigint[], $1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[])
      AS r(old_queue, old_seq, new_seq, queue_id, origin, metadata)
@@ -96,15 +123,19 @@ SELECT EXISTS (SELECT 1 FROM queues WHERE dead_letter_queue = $1 AND name <> $1)
     OR EXISTS (SELECT 1 FROM messages WHERE queue_id = $2 AND origin_queue_id IS NOT NULL)";
 
 /// Messages of queue `$1` a redrive moves: dead letters (or, with `$2`,
-/// any message) not in flight at `$3`. One statement over both states (a
-/// BitmapOr of the two partial indexes): a row promoted while a second
-/// statement waited for it would fail that statement's recheck and be
-/// missed.
+/// any message) not in flight at `$3`, fresh ones after the cursor
+/// included. One statement over every state, through the primary key: a
+/// row promoted while a second statement waited for it would fail that
+/// statement's recheck and be missed. Runs after [`LOCK_CURSOR`] and the
+/// rewrite of expired leases: every fresh message up to the cursor is in
+/// flight.
 const MOVABLE: &str = "
-SELECT seq, metadata FROM messages
-WHERE queue_id = $1 AND (origin_queue_id IS NOT NULL OR $2)
-  AND (ready OR (NOT ready AND NOT (leased AND visible_at > $3)))
-ORDER BY seq FOR UPDATE";
+SELECT m.seq, m.metadata FROM messages m
+WHERE m.queue_id = $1 AND (m.origin_queue_id IS NOT NULL OR $2)
+  AND CASE WHEN m.fresh
+           THEN m.seq > (SELECT delivered FROM queue_cursors c WHERE c.queue_id = $1)
+           ELSE m.ready OR NOT (m.leased AND m.visible_at > $3) END
+ORDER BY m.seq FOR UPDATE OF m";
 
 /// A message leaving its queue for another.
 pub(super) struct Move {
@@ -163,6 +194,7 @@ impl Inner {
     /// holds to it. Returns how many moved.
     pub(super) async fn settle(&self, scope: Option<&QueueName>, skip_locked: bool) -> Step<usize> {
         let name = scope.map(QueueName::as_str);
+        self.rewrite_expired(name).await?;
         let mut moved = 0;
         loop {
             let now = self.shared.clock().now();
@@ -188,6 +220,22 @@ impl Inner {
             } else {
                 conn.transaction().await?
             };
+            // One mover at a time, so that dead letters reach their queue
+            // in the order they fell due: two movers skipping each other's
+            // rows would split a batch and commit its halves either way.
+            if skip_locked {
+                let got: bool = tx
+                    .query_one(TRY_LOCK_MOVES, &[&MOVES_KEY])
+                    .await?
+                    .try_get(0)?;
+                if !got {
+                    // Another node or task is moving them; the timer
+                    // looks again shortly.
+                    return Ok(moved);
+                }
+            } else {
+                tx.query_one(LOCK_MOVES, &[&MOVES_KEY]).await?;
+            }
             let select = tx
                 .prepare_cached(if skip_locked {
                     &DOOMED_SKIP
@@ -238,6 +286,31 @@ impl Inner {
                 return Ok(moved);
             }
         }
+    }
+
+    /// Rewrites the fresh messages of expired leases of `scope` (see
+    /// [`REWRITE_EXPIRED`]) and wakes this node's long polls of the
+    /// queues where they became visible.
+    async fn rewrite_expired(&self, scope: Option<&str>) -> Step<()> {
+        let now = self.shared.clock().now();
+        let mut conn = self.shared.conn().await?;
+        let tx = conn.transaction().await?;
+        // Each expired lease's messages through the primary key, never by
+        // hashing it (see `combine::BEGIN`).
+        tx.batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+            .await?;
+        let statement = tx.prepare_cached(&REWRITE_EXPIRED).await?;
+        let row = tx
+            .query_one(
+                &statement,
+                &[&scope, &now.as_micros(), &self.shared.channel()],
+            )
+            .await?;
+        tx.commit().await?;
+        for name in row.try_get::<_, Vec<String>>(0)? {
+            self.wakers.wake(&name);
+        }
+        Ok(())
     }
 
     /// Wakes this node's long polls of `queues` after a commit.
@@ -367,6 +440,8 @@ impl Inner {
         let seq = seq_of(parts)?;
         let now = self.shared.clock().now();
         let tx = conn.transaction().await?;
+        let rewrite = tx.prepare_cached(REWRITE_ONE).await?;
+        tx.execute(&rewrite, &[&queue.as_str(), &seq]).await?;
         let lock = tx.prepare_cached(LOCK_LEASE).await?;
         let Some(row) = tx.query_opt(&lock, &[&seq, &queue.as_str()]).await? else {
             existing(&*tx, queue).await?;
@@ -492,6 +567,7 @@ impl Inner {
                  dead_letter_queue and it holds no dead letters"
             ))));
         }
+        tx.query(LOCK_CURSOR, &[&dlq.as_str()]).await?;
         let rows = tx
             .query(MOVABLE, &[&id, &to.is_some(), &now.as_micros()])
             .await?;

@@ -3,7 +3,7 @@
 //! run in the queue's rounds (see `combine`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
@@ -16,23 +16,26 @@ use wharf_core::{
 use wharf_storage::receipt::ReceiptParts;
 
 use super::Inner;
+use super::fresh::{LOCK_HEAD, REWRITE_ONE, head_key, lease_of};
 use super::step::{Fail, Step, after, attempt_of, micros, retrying, seq_of};
 use super::wake::{announcement, wake_up};
 use wharf_storage::codec::{encode_metadata, encode_reference};
 
 /// Inserts a batch into the queue named `$1`; inserts nothing when it does
-/// not exist. Sends the notifications `$11` when it does, but a wake-up
+/// not exist. Messages visible at once are inserted fresh (see `fresh`),
+/// which needs the queue's head lock; delayed ones wait. Sends the notifications `$11` when it does, but a wake-up
 /// (`q:`) only when a long poll of another node than `$12` waits on the
 /// queue: `NOTIFY` serializes the commits of every notifying transaction
 /// in the database, so producers must not all notify. Runs after
 /// [`LOCK_SHARED`] in the same transaction (see [`Inner::register_waiter`]
 /// for why that makes the check safe).
-const ENQUEUE: &str = "
+pub(super) const ENQUEUE: &str = "
 WITH q AS MATERIALIZED (SELECT id FROM queues WHERE name = $1),
 inserted AS (
-    INSERT INTO messages (seq, queue_id, ready, leased, visible_at, attempts, enqueued_at,
+    INSERT INTO messages (seq, queue_id, ready, leased, fresh, visible_at, attempts, enqueued_at,
                           message_id, content_type, metadata, payload_hash, payload_ref, data)
-    SELECT nextval('message_seq'), (SELECT id FROM q), r.visible_at <= $2, false, r.visible_at,
+    SELECT nextval('message_seq'), (SELECT id FROM q), false, false, r.visible_at <= $2,
+           r.visible_at,
            0, $2, r.message_id, r.content_type, r.metadata, r.payload_hash, r.payload_ref, r.data
     FROM unnest($3::uuid[], $4::bigint[], $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[],
                 $9::bytea[]) WITH ORDINALITY
@@ -73,10 +76,23 @@ notified AS (SELECT pg_notify($7, p) FROM unnest($8::text[]) AS p WHERE EXISTS (
 SELECT (SELECT id FROM q), (SELECT attempt_limit FROM q), (SELECT count(*) FROM extended),
        (SELECT count(*) FROM notified)";
 
-/// What a lease check needs of messages `$1` of queue `$2`.
-const LEASE_STATE: &str = "
-SELECT seq, message_id, attempts, leased, ready, visible_at
-FROM messages WHERE seq = ANY ($1::bigint[]) AND queue_id = $2";
+/// What a lease check needs of messages `$1` of queue `$2`; a fresh
+/// message as the row it stands for (in flight as attempt 1 while a lease
+/// holds it, else ready and never delivered).
+static LEASE_STATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
+SELECT m.seq, m.message_id,
+       CASE WHEN NOT m.fresh THEN m.attempts WHEN l.first_seq <= m.seq THEN 1 ELSE 0 END,
+       CASE WHEN NOT m.fresh THEN m.leased ELSE coalesce(l.first_seq <= m.seq, false) END,
+       CASE WHEN NOT m.fresh THEN m.ready ELSE NOT coalesce(l.first_seq <= m.seq, false) END,
+       CASE WHEN NOT m.fresh THEN m.visible_at WHEN l.first_seq <= m.seq THEN l.expires_at
+            ELSE m.visible_at END
+FROM messages m LEFT JOIN LATERAL {lease} AS l ON m.fresh
+WHERE m.seq = ANY ($1::bigint[]) AND m.queue_id = $2",
+        lease = lease_of("m.queue_id", "m.seq")
+    )
+});
 
 const QUEUE_ID: &str = "SELECT id, attempt_limit FROM queues WHERE name = $1";
 
@@ -106,14 +122,18 @@ ON CONFLICT (queue, node) DO UPDATE SET expires_at = greatest(w.expires_at, excl
 /// for (and serialized commits), so it is short.
 const WAITER_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Creates a queue and its cursor.
 const CREATE_QUEUE: &str = "
-INSERT INTO queues (name, max_delivery_attempts, dead_letter_queue, visibility_timeout_us)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (name) DO NOTHING
-RETURNING id";
+WITH q AS (
+    INSERT INTO queues (name, max_delivery_attempts, dead_letter_queue, visibility_timeout_us)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING id),
+cursor AS (INSERT INTO queue_cursors (queue_id) SELECT id FROM q)
+SELECT id FROM q";
 
 /// A message ready to insert.
-struct Row<'a> {
+pub(super) struct InsertRow<'a> {
     id: Uuid,
     visible_at: i64,
     content_type: &'a [u8],
@@ -123,9 +143,24 @@ struct Row<'a> {
     data: &'a [u8],
 }
 
+impl<'a> InsertRow<'a> {
+    /// `message` as message `id`, enqueued at `now`.
+    pub(super) fn of(message: &'a NewMessage, id: Uuid, now: Timestamp) -> Self {
+        InsertRow {
+            id,
+            visible_at: after(now, message.delay),
+            content_type: message.content_type.as_bytes(),
+            metadata: encode_metadata(&message.metadata),
+            payload_hash: message.external.as_ref().map(|r| &r.content_hash.0[..]),
+            payload_ref: message.external.as_ref().map(encode_reference),
+            data: &message.data,
+        }
+    }
+}
+
 /// The parameters of one [`ENQUEUE`], owned so that the statement can be
 /// sent in a pipeline.
-struct InsertParams<'a> {
+pub(super) struct InsertParams<'a> {
     name: &'a str,
     now: i64,
     ids: Vec<Uuid>,
@@ -140,7 +175,7 @@ struct InsertParams<'a> {
 }
 
 impl InsertParams<'_> {
-    fn sql<'s>(&'s self, channel: &'s &str) -> [&'s (dyn ToSql + Sync); 12] {
+    pub(super) fn sql<'s>(&'s self, channel: &'s &str) -> [&'s (dyn ToSql + Sync); 12] {
         [
             &self.name,
             &self.now,
@@ -224,9 +259,14 @@ pub(super) async fn existing(
 /// again under it is the same resource), with the top bit set so it never
 /// meets a payload key (see `refs`).
 pub(super) fn queue_key(queue: &QueueName) -> i64 {
+    named_key(b"wharf-queue:", queue)
+}
+
+/// An advisory-lock key for `queue` in `namespace`, top bit set.
+pub(super) fn named_key(namespace: &[u8], queue: &QueueName) -> i64 {
     // FNV-1a: stable across builds and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in b"wharf-queue:".iter().chain(queue.as_str().as_bytes()) {
+    for b in namespace.iter().chain(queue.as_str().as_bytes()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -280,51 +320,41 @@ pub(super) async fn create(
 
 impl Inner {
     pub(super) async fn enqueue(
-        &self,
+        self: &Arc<Self>,
         queue: &QueueName,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Enqueued>> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        if messages.iter().all(|m| m.dedup_id.is_none()) {
+            return self.put_combined(queue, messages).await;
+        }
         let now = self.shared.clock().now();
-        let rows: Vec<Row<'_>> = messages
+        let rows: Vec<InsertRow<'_>> = messages
             .iter()
-            .map(|m| Row {
-                id: Uuid::now_v7(),
-                visible_at: after(now, m.delay),
-                content_type: m.content_type.as_bytes(),
-                metadata: encode_metadata(&m.metadata),
-                payload_hash: m.external.as_ref().map(|r| &r.content_hash.0[..]),
-                payload_ref: m.external.as_ref().map(encode_reference),
-                data: &m.data,
-            })
+            .map(|m| InsertRow::of(m, Uuid::now_v7(), now))
             .collect();
-        let doing = || format!("enqueue to `{queue}`");
-        let outcome = if messages.iter().any(|m| m.dedup_id.is_some()) {
-            retrying(doing, || {
-                self.enqueue_deduplicated(queue, &messages, &rows, now)
-            })
-            .await?
-        } else {
-            retrying(doing, || self.enqueue_plain(queue, &rows, now)).await?;
-            rows.iter()
-                .map(|r| Enqueued {
-                    message_id: r.id,
-                    duplicate: false,
-                })
-                .collect()
-        };
-        self.enqueued(queue, &rows, &outcome, now);
+        let outcome = retrying(
+            || format!("enqueue to `{queue}`"),
+            || self.enqueue_deduplicated(queue, &messages, &rows, now),
+        )
+        .await?;
+        let added: Vec<&InsertRow<'_>> = rows
+            .iter()
+            .zip(&outcome)
+            .filter(|(_, e)| !e.duplicate)
+            .map(|(r, _)| r)
+            .collect();
+        self.enqueued(queue, &added, now);
         Ok(outcome)
     }
 
-    /// Wakes this node's long polls and schedules the timer for what an
-    /// enqueue added.
-    fn enqueued(&self, queue: &QueueName, rows: &[Row<'_>], outcome: &[Enqueued], now: Timestamp) {
-        let added = rows.iter().zip(outcome).filter(|(_, e)| !e.duplicate);
+    /// Wakes this node's long polls and schedules the timer for the
+    /// messages an enqueue added.
+    pub(super) fn enqueued(&self, queue: &QueueName, added: &[&InsertRow<'_>], now: Timestamp) {
         let mut visible = false;
-        for (row, _) in added {
+        for row in added {
             if row.visible_at <= now.as_micros() {
                 visible = true;
             } else {
@@ -337,7 +367,12 @@ impl Inner {
     }
 
     /// The notifications an insert of `rows` sends.
-    fn enqueue_notes(&self, queue: &QueueName, rows: &[&Row<'_>], now: Timestamp) -> Vec<String> {
+    fn enqueue_notes(
+        &self,
+        queue: &QueueName,
+        rows: &[&InsertRow<'_>],
+        now: Timestamp,
+    ) -> Vec<String> {
         let mut notes = Vec::new();
         if rows.iter().any(|r| r.visible_at <= now.as_micros()) {
             notes.push(wake_up(queue.as_str()));
@@ -357,10 +392,10 @@ impl Inner {
     }
 
     /// The parameters of [`ENQUEUE`] for `rows`.
-    fn insert_params<'a>(
+    pub(super) fn insert_params<'a>(
         &self,
         queue: &'a QueueName,
-        rows: &[&'a Row<'a>],
+        rows: &[&'a InsertRow<'a>],
         now: Timestamp,
     ) -> InsertParams<'a> {
         InsertParams {
@@ -378,62 +413,22 @@ impl Inner {
         }
     }
 
-    /// An enqueue without dedup ids: the lock and the insert in one
-    /// transaction sent as one pipeline; the queue is created (and the
-    /// pipeline sent again) when it does not exist.
-    async fn enqueue_plain(&self, queue: &QueueName, rows: &[Row<'_>], now: Timestamp) -> Step<()> {
-        let conn = self.shared.conn().await?;
-        let (lock, statement) = futures::try_join!(
-            conn.prepare_cached(LOCK_SHARED),
-            conn.prepare_cached(ENQUEUE)
-        )?;
-        let rows: Vec<&Row<'_>> = rows.iter().collect();
-        let key = queue_key(queue);
-        let channel = self.shared.channel();
-        for round in 0..2 {
-            let params = self.insert_params(queue, &rows, now);
-            let insert_params = params.sql(&channel);
-            let lock_params: [&(dyn ToSql + Sync); 1] = [&key];
-            // Sent in this order before any answer is read; a failed
-            // statement aborts the transaction, and the COMMIT then rolls
-            // it back.
-            let (begun, locked, inserted, committed) = futures::join!(
-                conn.batch_execute("BEGIN"),
-                conn.query_one(&lock, &lock_params),
-                conn.query_one(&statement, &insert_params),
-                conn.batch_execute("COMMIT"),
-            );
-            begun?;
-            locked?;
-            let inserted = inserted?;
-            committed?;
-            if inserted.try_get::<_, Option<i64>>(0)?.is_some() {
-                return Ok(());
-            }
-            if round == 0 {
-                create(&**conn, queue, self.shared.queue_defaults()).await?;
-            }
-        }
-        Err(Fail::Caller(Error::Unavailable(format!(
-            "queue `{queue}` was deleted while it was being created; try again"
-        ))))
-    }
-
     /// An enqueue with dedup ids: one transaction that claims each id
     /// (or finds the message that holds it) and inserts the new messages.
     async fn enqueue_deduplicated(
         &self,
         queue: &QueueName,
         messages: &[NewMessage],
-        rows: &[Row<'_>],
+        rows: &[InsertRow<'_>],
         now: Timestamp,
     ) -> Step<Vec<Enqueued>> {
         let mut conn = self.shared.conn().await?;
         let tx = conn.transaction().await?;
         let queue_id = lock_or_create(&*tx, queue, self.shared.queue_defaults()).await?;
+        tx.query_one(LOCK_HEAD, &[&head_key(queue)]).await?;
         let expires_at = after(now, DEDUP_WINDOW);
         let mut outcome = Vec::with_capacity(rows.len());
-        let mut fresh = Vec::with_capacity(rows.len());
+        let mut new = Vec::with_capacity(rows.len());
         for (message, row) in messages.iter().zip(rows) {
             if let Some(dedup) = &message.dedup_id {
                 let dedup = dedup.as_bytes();
@@ -459,11 +454,11 @@ impl Inner {
                 message_id: row.id,
                 duplicate: false,
             });
-            fresh.push(row);
+            new.push(row);
         }
-        if !fresh.is_empty() {
+        if !new.is_empty() {
             let statement = tx.prepare_cached(ENQUEUE).await?;
-            let params = self.insert_params(queue, &fresh, now);
+            let params = self.insert_params(queue, &new, now);
             let channel = self.shared.channel();
             let inserted = tx.query_one(&statement, &params.sql(&channel)).await?;
             if inserted.try_get::<_, Option<i64>>(0)?.is_none() {
@@ -608,22 +603,40 @@ impl Inner {
             Vec::new()
         };
         let seq = seq_of(parts)?;
-        let statement = conn.prepare_cached(EXTEND).await?;
-        let row = conn
-            .query_one(
-                &statement,
-                &[
-                    &queue.as_str(),
-                    &seq,
-                    &parts.message_id,
-                    &attempt_of(parts),
-                    &until.as_micros(),
-                    &now.as_micros(),
-                    &self.shared.channel(),
-                    &notes,
-                ],
-            )
-            .await?;
+        let (rewrite, statement) = futures::try_join!(
+            conn.prepare_cached(REWRITE_ONE),
+            conn.prepare_cached(EXTEND)
+        )?;
+        let name = queue.as_str();
+        let rewrite_params: [&(dyn ToSql + Sync); 2] = [&name, &seq];
+        let (attempt, until_us, now_us, channel) = (
+            attempt_of(parts),
+            until.as_micros(),
+            now.as_micros(),
+            self.shared.channel(),
+        );
+        let extend_params: [&(dyn ToSql + Sync); 8] = [
+            &name,
+            &seq,
+            &parts.message_id,
+            &attempt,
+            &until_us,
+            &now_us,
+            &channel,
+            &notes,
+        ];
+        // A fresh message is rewritten as an ordinary row first, in the
+        // same transaction, sent as one pipeline.
+        let (begun, rewritten, extended, committed) = futures::join!(
+            conn.batch_execute("BEGIN"),
+            conn.execute(&rewrite, &rewrite_params),
+            conn.query_one(&statement, &extend_params),
+            conn.batch_execute("COMMIT"),
+        );
+        begun?;
+        rewritten?;
+        let row = extended?;
+        committed?;
         let Some(queue_id) = row.try_get::<_, Option<i64>>(0)? else {
             return Err(Fail::Caller(Error::QueueNotFound(queue.clone())));
         };
@@ -651,7 +664,7 @@ pub(super) async fn lease_states(
     seqs: &[i64],
     queue_id: i64,
 ) -> Step<HashMap<i64, LeaseState>> {
-    let rows = client.query(LEASE_STATE, &[&seqs, &queue_id]).await?;
+    let rows = client.query(&*LEASE_STATE, &[&seqs, &queue_id]).await?;
     rows.iter()
         .map(|r| {
             Ok((

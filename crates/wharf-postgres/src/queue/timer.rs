@@ -24,7 +24,7 @@ const PROMOTE_BATCH: i64 = 10_000;
 const PROMOTE_DUE: &str = "
 WITH due AS (
     SELECT m.ctid FROM queues q JOIN messages m ON m.queue_id = q.id
-    WHERE NOT m.ready AND m.visible_at <= $1
+    WHERE NOT m.ready AND NOT m.fresh AND m.visible_at <= $1
       AND NOT (m.leased AND m.attempts >= coalesce(q.attempt_limit, 2147483647))
     LIMIT $3
     FOR UPDATE OF m SKIP LOCKED),
@@ -36,11 +36,16 @@ notified AS (SELECT pg_notify($2, 'q:' || name) FROM woken)
 SELECT ARRAY(SELECT name FROM woken), (SELECT count(*) FROM promoted),
        (SELECT count(*) FROM notified)";
 
-/// The earliest due time of any waiting message: one index probe per queue.
+/// The earliest due time of any waiting message or lease: one index probe
+/// per queue and table.
 const NEXT_DUE: &str = "
-SELECT min(w.visible_at) FROM queues q CROSS JOIN LATERAL (
-    SELECT visible_at FROM messages m WHERE m.queue_id = q.id AND NOT m.ready
-    ORDER BY visible_at LIMIT 1) AS w";
+SELECT least(
+    (SELECT min(w.visible_at) FROM queues q CROSS JOIN LATERAL (
+        SELECT visible_at FROM messages m WHERE m.queue_id = q.id AND NOT m.ready AND NOT m.fresh
+        ORDER BY visible_at LIMIT 1) AS w),
+    (SELECT min(l.expires_at) FROM queues q CROSS JOIN LATERAL (
+        SELECT expires_at FROM queue_leases x WHERE x.queue_id = q.id
+        ORDER BY expires_at LIMIT 1) AS l))";
 
 /// Forgets expired dedup ids and long-poll registrations.
 const SWEEP: &str = "
