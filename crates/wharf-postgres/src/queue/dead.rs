@@ -55,7 +55,7 @@ static ANY_DOOMED: LazyLock<String> = LazyLock::new(|| {
 /// their dead-letter queues (top bit set, as queue keys: never a payload
 /// key).
 const MOVES_KEY: i64 = i64::MIN | 0x7768_6172_665f_646c;
-const LOCK_MOVES: &str = "SELECT pg_advisory_xact_lock($1)";
+const LOCK_MOVES: &str = super::deliver::LOCK_EXCLUSIVE;
 const TRY_LOCK_MOVES: &str = "SELECT pg_try_advisory_xact_lock($1)";
 
 /// Most dead letters moved in one transaction.

@@ -35,7 +35,9 @@ use wharf_core::QueueName;
 /// ends: held by whoever inserts fresh messages, so that a queue's fresh
 /// messages commit in `seq` order and a cursor never passes one that
 /// commits later.
-pub(super) const LOCK_HEAD: &str = "SELECT pg_advisory_xact_lock($1)";
+/// The statement is the queue lock's (`deliver::LOCK_EXCLUSIVE`), on the
+/// head key ([`head_key`]).
+pub(super) const LOCK_HEAD: &str = super::deliver::LOCK_EXCLUSIVE;
 
 /// Locks the cursor of queue `$1` until the transaction ends; its own
 /// statement, so that what the round reads next is read after the lock.
