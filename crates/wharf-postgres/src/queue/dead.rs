@@ -293,20 +293,14 @@ impl Inner {
     /// queues where they became visible.
     async fn rewrite_expired(&self, scope: Option<&str>) -> Step<()> {
         let now = self.shared.clock().now();
-        let mut conn = self.shared.conn().await?;
-        let tx = conn.transaction().await?;
-        // Each expired lease's messages through the primary key, never by
-        // hashing it (see `combine::BEGIN`).
-        tx.batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-            .await?;
-        let statement = tx.prepare_cached(&REWRITE_EXPIRED).await?;
-        let row = tx
+        let conn = self.shared.conn().await?;
+        let statement = conn.prepare_cached(&REWRITE_EXPIRED).await?;
+        let row = conn
             .query_one(
                 &statement,
                 &[&scope, &now.as_micros(), &self.shared.channel()],
             )
             .await?;
-        tx.commit().await?;
         for name in row.try_get::<_, Vec<String>>(0)? {
             self.wakers.wake(&name);
         }
