@@ -30,12 +30,23 @@ pub struct BenchConfig {
     /// Fresh, empty directory owned by this suite, on the disk being measured. It is
     /// removed after the run, so suites may leave files behind.
     pub dir: PathBuf,
+    /// Runs only the workloads whose `system/workload` contains this text (`--only`);
+    /// a measurement of several workloads at once (latency percentiles) is matched as
+    /// `system/`. `None`: everything.
+    pub only: Option<String>,
 }
 
 impl BenchConfig {
     /// Chooses a workload parameter: `full` normally, `quick` under `--quick`.
     pub fn pick<T>(&self, full: T, quick: T) -> T {
         if self.quick { quick } else { full }
+    }
+
+    /// Whether `--only` selects `workload` on `system`.
+    pub fn wants(&self, system: &str, workload: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|only| format!("{system}/{workload}").contains(only))
     }
 }
 
@@ -119,7 +130,10 @@ impl<'a> Harness<'a> {
         unit: &str,
         mut run: impl FnMut() -> anyhow::Result<f64>,
     ) -> anyhow::Result<()> {
-        self.measure_many(system, durability, || {
+        if !self.config.wants(system, workload) {
+            return Ok(());
+        }
+        self.measure_many_selected(system, durability, || {
             Ok(vec![Measurement::new(workload, unit, run()?)])
         })
     }
@@ -128,6 +142,18 @@ impl<'a> Harness<'a> {
     ///
     /// Every run must return the same workloads/units in the same order.
     pub fn measure_many(
+        &mut self,
+        system: &str,
+        durability: &str,
+        run: impl FnMut() -> anyhow::Result<Vec<Measurement>>,
+    ) -> anyhow::Result<()> {
+        if !self.config.wants(system, "") {
+            return Ok(());
+        }
+        self.measure_many_selected(system, durability, run)
+    }
+
+    fn measure_many_selected(
         &mut self,
         system: &str,
         durability: &str,
@@ -151,7 +177,10 @@ impl<'a> Harness<'a> {
         F: FnMut() -> Fut,
         Fut: Future<Output = anyhow::Result<f64>>,
     {
-        self.measure_many_async(system, durability, || {
+        if !self.config.wants(system, workload) {
+            return Ok(());
+        }
+        self.measure_many_async_selected(system, durability, || {
             let fut = run();
             async move { Ok(vec![Measurement::new(workload, unit, fut.await?)]) }
         })
@@ -159,6 +188,22 @@ impl<'a> Harness<'a> {
 
     /// Async variant of [`Harness::measure_many`].
     pub fn measure_many_async<F, Fut>(
+        &mut self,
+        system: &str,
+        durability: &str,
+        run: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<Vec<Measurement>>>,
+    {
+        if !self.config.wants(system, "") {
+            return Ok(());
+        }
+        self.measure_many_async_selected(system, durability, run)
+    }
+
+    fn measure_many_async_selected<F, Fut>(
         &mut self,
         system: &str,
         durability: &str,
@@ -229,6 +274,9 @@ impl<'a> Harness<'a> {
 
     /// Attaches `note` to the row of `workload` on `system` measured earlier.
     pub fn note(&mut self, workload: &str, system: &str, note: &str) -> anyhow::Result<()> {
+        if !self.config.wants(system, workload) {
+            return Ok(());
+        }
         let row = self
             .results
             .iter_mut()
@@ -634,11 +682,43 @@ mod tests {
     }
 
     #[test]
+    fn only_runs_the_selected_workloads() {
+        let config = BenchConfig {
+            runs: 1,
+            quick: true,
+            dir: PathBuf::from("."),
+            only: Some("wharf/dequeue".to_owned()),
+        };
+        let mut h = Harness::new("test", &config);
+        for (system, workload) in [
+            ("wharf", "dequeue_ack"),
+            ("wharf", "enqueue"),
+            ("redis", "dequeue_ack"),
+        ] {
+            h.measure_async(workload, system, "n/a", "msg/s", || async { Ok(1.0) })
+                .unwrap();
+        }
+        h.measure_many("wharf", "n/a", || {
+            Ok(vec![Measurement::new("p50", "us", 1.0)])
+        })
+        .unwrap();
+        h.note("enqueue", "wharf", "skipped rows take no notes")
+            .unwrap();
+        let ran: Vec<(String, String)> = h
+            .into_results()
+            .into_iter()
+            .map(|r| (r.system, r.workload))
+            .collect();
+        assert_eq!(ran, [("wharf".to_owned(), "dequeue_ack".to_owned())]);
+    }
+
+    #[test]
     fn harness_records_every_run_and_the_median() {
         let config = BenchConfig {
             runs: 3,
             quick: true,
             dir: PathBuf::from("."),
+            only: None,
         };
         let mut h = Harness::new("test", &config);
         let mut next = [30.0, 10.0, 20.0].into_iter();
@@ -661,6 +741,7 @@ mod tests {
             runs: 1,
             quick: true,
             dir: PathBuf::from("."),
+            only: None,
         };
         let mut h = Harness::new("test", &config);
         assert!(h.measure("nan", "m", "n/a", "x", || Ok(f64::NAN)).is_err());
@@ -693,6 +774,7 @@ mod tests {
             runs: 3,
             quick: true,
             dir: PathBuf::from("."),
+            only: None,
         };
         let mut h = Harness::new("test", &config);
         h.record("ratio", "wharf", "n/a", "%", vec![90.0, 70.0, 80.0])

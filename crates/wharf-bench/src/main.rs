@@ -63,6 +63,12 @@ struct Cli {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     runs: u32,
 
+    /// Run only the workloads whose `system/workload` contains this text, e.g.
+    /// `wharf-postgres/dequeue` (for profiling one workload); measurements of several
+    /// figures at once (latency percentiles) are matched by `system/` alone.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+
     /// Print one JSON document `{"machine": {...}, "results": [...]}` instead of a table.
     #[arg(long)]
     json: bool,
@@ -157,6 +163,7 @@ fn run(cli: &Cli, suites: &[(&'static str, SuiteFn)]) -> anyhow::Result<()> {
         let config = BenchConfig {
             runs: cli.runs as usize,
             quick: cli.quick,
+            only: cli.only.clone(),
             dir: suite_dir(scratch.path(), name)?,
         };
         results.extend(suite(&config).with_context(|| format!("suite `{name}` failed"))?);

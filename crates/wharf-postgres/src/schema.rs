@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "queue cursors",
         sql: include_str!("migrations/0003_queue_cursors.sql"),
     },
+    Migration {
+        version: 4,
+        name: "messages fill their pages",
+        sql: include_str!("migrations/0004_messages_fillfactor.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -107,6 +107,7 @@ mod tests {
             runs: 2,
             quick: true,
             dir: PathBuf::from("."),
+            only: None,
         };
         let ratio = Key::new("w", "s", "d", "%");
         let refused = Key::new("r", "s", "d", "MB/s");
