@@ -1,15 +1,17 @@
 //! Enqueues, dequeues and acknowledgements of one queue, combined per node.
 //!
-//! Each node runs at most [`ROUNDS`] *rounds* per queue at a time. Requests
-//! that arrive while they run wait for the next one, which takes them all:
-//! one transaction, sent as one pipeline (`BEGIN`, the enqueues as one
-//! `INSERT` under the queue's head lock, the promotion of due messages, the
-//! cursor's lock, one delivering statement per visibility timeout asked
-//! for, the acknowledgements as one `DELETE`, `COMMIT`), so one round trip
-//! and one commit serve every producer and consumer of the queue on this
-//! node rather than one each per request (enqueues under the head lock
-//! would otherwise commit one at a time). An idle queue answers a lone
-//! request as fast as a plain statement would.
+//! Each node runs *rounds* per queue in two lanes ([`Lane`]): one for
+//! enqueues and dequeues, one for acknowledgements, each with at most
+//! [`ROUNDS`] rounds at a time. Requests that arrive while they run
+//! wait for the next round of their lane, which takes them all: one
+//! transaction, sent as one pipeline (`BEGIN`, the enqueues as one `INSERT`
+//! under the queue's head lock, the promotion of due messages, the cursor's
+//! lock, one delivering statement per visibility timeout asked for, or the
+//! acknowledgements as one `DELETE`; `COMMIT`), so one round trip and one
+//! commit serve every producer and consumer of the queue on this node
+//! rather than one each per request (enqueues under the head lock would
+//! otherwise commit one at a time). An idle queue answers a lone request as
+//! fast as a plain statement would.
 //!
 //! A round fails or commits as a whole: every request in it gets the same
 //! error (transactions aborted by a conflict are run again first).
@@ -39,20 +41,26 @@ use crate::flush;
 use crate::vacuum::Vacuum;
 
 /// Deletes the messages whose receipts name their current delivery (never
-/// an expired last attempt), counting them in shard `$6`: fresh ones
-/// (attempt 1) by key, and, for the receipts that deleted no fresh message,
-/// ordinary rows by key and attempt; then counts the fresh ones out of
-/// their leases. A fresh message is in flight exactly while its row exists
-/// and is fresh (a receipt is only ever issued for a delivered one); its
-/// lease is looked up only where attempt 1 may be the last, to refuse an
-/// expired one. Each receipt's row is found and locked by a lateral probe
-/// of the primary key (`FOR UPDATE` rechecks the conditions on the row's
-/// latest version) and deleted by `ctid`, never through a join or a
-/// `seq = ANY (…)`: a generic plan made from the statistics of an empty
-/// table (the planner re-plans after every vacuum) scanned every message of
-/// the queue for each round that way, filtering by `seq`. Returns
-/// the queue id and attempts limit (NULL: no such queue) and the
-/// deliveries deleted.
+/// an expired last attempt), counting them in shard `$6`, and counts the
+/// fresh ones out of their leases. A fresh message is in flight, attempt 1,
+/// exactly while its row exists and is fresh (a receipt is only ever issued
+/// for a delivered one); its lease is looked up only where attempt 1 may be
+/// the last, to refuse an expired one. An ordinary one must be at the
+/// receipt's attempt. Returns the queue id and attempts limit (NULL: no
+/// such queue) and the deliveries deleted.
+///
+/// Each receipt's row is found by a lateral probe of the primary key and
+/// deleted by `ctid`, never through a join or a `seq = ANY (…)`: a generic
+/// plan made from the statistics of an empty table (the planner re-plans
+/// after every vacuum) scanned every message of the queue for each round
+/// that way, filtering by `seq`. The probe reads the version the
+/// statement's snapshot sees. When another transaction changed the row
+/// after the snapshot (a timer made the expired delivery ready, or rewrote
+/// its expired lease's fresh messages), the `DELETE` waits for it and
+/// rechecks its `WHERE` on the newest version, `ctid` included, which that
+/// version does not have: the row is left, and [`Inner::ack_outcomes`]
+/// acknowledges such receipts again while their delivery is current (test
+/// `ack_races`).
 static ACK: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
@@ -61,34 +69,27 @@ WITH q AS MATERIALIZED (
     FROM queues WHERE name = $1),
 r AS MATERIALIZED (
     SELECT * FROM unnest($2::bigint[], $3::uuid[], $4::int[]) AS r(seq, message_id, attempt)),
-fresh_acked AS (
+done AS (
     DELETE FROM messages m
     WHERE m.ctid = ANY (ARRAY(
         SELECT y.ctid FROM r CROSS JOIN LATERAL (
             SELECT ctid FROM messages y
             WHERE y.queue_id = (SELECT id FROM q) AND y.seq = r.seq
-              AND y.message_id = r.message_id AND y.fresh
-            LIMIT 1 FOR UPDATE) AS y
-        WHERE r.attempt = 1))
-      AND ((SELECT lim FROM q) > 1 OR NOT EXISTS (
-          SELECT 1 FROM {lease} AS l WHERE l.first_seq <= m.seq AND l.expires_at <= $5))
-    RETURNING m.seq, 1 AS attempts),
-acked AS (
-    DELETE FROM messages m
-    WHERE m.ctid = ANY (ARRAY(
-        SELECT y.ctid FROM r CROSS JOIN LATERAL (
-            SELECT ctid FROM messages y
-            WHERE y.queue_id = (SELECT id FROM q) AND y.seq = r.seq
-              AND y.message_id = r.message_id AND y.attempts = r.attempt AND NOT y.fresh
-              AND NOT (y.leased AND NOT y.ready AND y.visible_at <= $5
-                       AND y.attempts >= (SELECT lim FROM q))
-            LIMIT 1 FOR UPDATE) AS y
-        WHERE r.seq NOT IN (SELECT seq FROM fresh_acked)))
-    RETURNING m.seq, m.attempts),
+              AND y.message_id = r.message_id
+            LIMIT 1) AS y))
+      AND CASE WHEN m.fresh
+          THEN m.seq IN (SELECT seq FROM r WHERE attempt = 1)
+               AND ((SELECT lim FROM q) > 1 OR NOT EXISTS (
+                   SELECT 1 FROM {lease} AS l WHERE l.first_seq <= m.seq AND l.expires_at <= $5))
+          ELSE (m.seq, m.attempts) IN (SELECT seq, attempt FROM r)
+               AND NOT (m.leased AND NOT m.ready AND m.visible_at <= $5
+                        AND m.attempts >= (SELECT lim FROM q))
+          END
+    RETURNING m.seq, CASE WHEN m.fresh THEN 1 ELSE m.attempts END AS attempts, m.fresh),
 touched AS (
     SELECT l.last_seq, count(*) AS k
-    FROM fresh_acked a CROSS JOIN LATERAL {lease_a} AS l
-    WHERE l.first_seq <= a.seq GROUP BY l.last_seq),
+    FROM done a CROSS JOIN LATERAL {lease_a} AS l
+    WHERE a.fresh AND l.first_seq <= a.seq GROUP BY l.last_seq),
 emptied AS (
     DELETE FROM queue_leases l
     WHERE l.queue_id = (SELECT id FROM q) AND l.last_seq = ANY (ARRAY(SELECT last_seq FROM touched))
@@ -98,7 +99,6 @@ shrunk AS (
     SET remaining = l.remaining - (SELECT k FROM touched t WHERE t.last_seq = l.last_seq)
     WHERE l.queue_id = (SELECT id FROM q) AND l.last_seq = ANY (ARRAY(SELECT last_seq FROM touched))
       AND l.remaining > (SELECT k FROM touched t WHERE t.last_seq = l.last_seq)),
-done AS (SELECT * FROM fresh_acked UNION ALL SELECT * FROM acked),
 counted AS (
     INSERT INTO queue_counters AS c (queue_id, shard, acks)
     SELECT (SELECT id FROM q), $6::smallint, count(*) FROM done HAVING count(*) > 0
@@ -139,13 +139,17 @@ SELECT (SELECT id FROM q), (SELECT k FROM n), (SELECT count(*) FROM notified),
 
 /// Delivers up to `$2` visible messages of queue `$1` in enqueue order, in
 /// flight until `$3` plus the timeout `$4` (or the queue's), counted on
-/// the cursor row (which the round holds anyway): ordinary ready rows (redeliveries, messages whose delay
-/// passed) are each updated; fresh ones after the cursor, which the round
-/// has locked, are read, the cursor moved past them and one lease inserted
-/// for them. The ordinary rows it delivers are updated by the `ctid` their
-/// lock returned (see `ACK` for why not by `seq = ANY (…)`). One row with the queue id (NULL: no such queue) and the
-/// delivery columns (NULL: nothing delivered) and whether it was fresh, or
-/// one row per delivery.
+/// the cursor row (which the round holds anyway): ordinary ready rows
+/// (redeliveries, messages whose delay passed) are each updated; fresh ones
+/// after the cursor, which the round has locked, are leased: the cursor
+/// moved past them and one lease inserted for them. The ordinary rows it
+/// delivers are updated by the `ctid` their lock returned (see `ACK` for
+/// why not by `seq = ANY (…)`). One row with the queue id (NULL: no such
+/// queue) and the delivery columns (NULL: nothing delivered) and whether it
+/// was fresh, or one row per delivery. A fresh message's row holds only its
+/// `seq` and `visible_at`: its content is read after the commit
+/// ([`FETCH`]), so that the round, which holds the queue's cursor, neither
+/// copies nor sends it.
 static DELIVER: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
@@ -157,8 +161,7 @@ slow AS MATERIALIZED (
     ORDER BY seq LIMIT $2
     FOR UPDATE SKIP LOCKED),
 fresh AS MATERIALIZED (
-    SELECT seq, message_id, enqueued_at, content_type, metadata, payload_hash, payload_ref, data
-    FROM messages
+    SELECT seq FROM messages
     WHERE queue_id = (SELECT id FROM q) AND fresh
       AND seq > (SELECT delivered FROM queue_cursors WHERE queue_id = (SELECT id FROM q))
     ORDER BY seq LIMIT $2),
@@ -173,8 +176,8 @@ delivered AS (
         SELECT ctid FROM slow WHERE seq IN (SELECT seq FROM chosen WHERE NOT f)))
     RETURNING {DELIVERY_COLUMNS}, false AS fresh),
 taken AS MATERIALIZED (
-    SELECT seq, message_id, 1 AS attempts, enqueued_at, (SELECT t FROM until) AS visible_at,
-           content_type, metadata, payload_hash, payload_ref, data, true AS fresh
+    SELECT seq, NULL::uuid, 1, NULL::bigint, (SELECT t FROM until), NULL::bytea, NULL::bytea,
+           NULL::bytea, NULL::bytea, NULL::bytea, true
     FROM fresh WHERE seq <= (SELECT max(seq) FROM chosen WHERE f)),
 advanced AS (
     UPDATE queue_cursors c
@@ -190,6 +193,22 @@ FROM (SELECT 1) AS one
 LEFT JOIN (SELECT * FROM delivered UNION ALL SELECT * FROM taken) AS d ON true"
     )
 });
+
+/// The fresh messages of queue `$1` with `$2 <= seq <= $3`, which a round
+/// has just leased until `$4` (a lease's range holds no other fresh
+/// message), in the layout of [`DELIVER`]'s rows. A message rewritten
+/// meanwhile (its lease expired already) is not fresh any more and is left
+/// out: it is delivered again the ordinary way.
+const FETCH: &str = "
+SELECT $1::bigint, seq, message_id, 1, enqueued_at, $4::bigint, content_type, metadata,
+       payload_hash, payload_ref, data, true
+FROM messages WHERE queue_id = $1 AND seq BETWEEN $2 AND $3 AND fresh ORDER BY seq";
+
+/// Opens the read-only transaction of [`FETCH`]es, with a round's plan
+/// settings (see [`BEGIN`]).
+const BEGIN_FETCH: &str = "BEGIN READ ONLY; \
+                           SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+                           set_config('enable_seqscan', 'off', true)";
 
 const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 
@@ -209,11 +228,12 @@ const BEGIN: &str = "BEGIN; SELECT set_config('plan_cache_mode', 'force_generic_
                      set_config('enable_hashjoin', 'off', true), \
                      set_config('enable_mergejoin', 'off', true)";
 
-/// Opens a round that dequeues: as [`BEGIN`], committing without waiting
-/// for the disk, so that the queue's cursor is free for the next round at
-/// once (PostgreSQL holds locks until the commit is flushed); its answers
-/// wait for a group flush instead (see `crate::flush`). Rounds that only
-/// enqueue and acknowledge commit synchronously: the extra round trip of a
+/// Opens a round that dequeues or acknowledges: as [`BEGIN`], committing
+/// without waiting for the disk, so that the queue's cursor (or the rows an
+/// acknowledgement locked) is free for the next round at once (PostgreSQL
+/// holds locks until the commit is flushed); its answers wait for a group
+/// flush instead (see `crate::flush`), which the lanes' rounds share.
+/// Rounds that only enqueue commit synchronously: the extra round trip of a
 /// flush would cost a lone producer more than the head lock does.
 const BEGIN_ASYNC: &str = "BEGIN; SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
                            set_config('enable_seqscan', 'off', true), \
@@ -262,13 +282,39 @@ struct Jobs {
     puts: Vec<PutJob>,
 }
 
-/// Rounds of one queue a node runs at once: a second round executes while
-/// the first waits for its commit to be flushed.
+impl Jobs {
+    /// Whether the round commits asynchronously ([`BEGIN_ASYNC`]) and so
+    /// answers only after a group flush: every round that dequeues or
+    /// acknowledges.
+    fn commits_async(&self) -> bool {
+        !self.takes.is_empty() || !self.acks.is_empty()
+    }
+}
+
+/// The two kinds of rounds of a queue, which a node runs side by side on
+/// two connections: a queue's deliveries take turns at its cursor, so a
+/// round that also acknowledged would keep PostgreSQL on one core for the
+/// whole queue; acknowledgements need no cursor and run in rounds of their
+/// own meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    /// Enqueues and dequeues (a dequeue can take what the round enqueued).
+    Deliver,
+    /// Acknowledgements.
+    Ack,
+}
+
+/// Rounds of one queue and lane a node runs at once: a second one sends
+/// its statements while the first finishes. Two delivering rounds hold the
+/// queue's cursor one after the other, but only from their delivering
+/// statement to their commit (the messages' content is read after it, see
+/// [`FETCH`]); acknowledging rounds do not wait for each other. One or
+/// four made no difference in `wharf-bench postgres`.
 const ROUNDS: usize = 2;
 
-/// The requests of each queue waiting for a round on this node.
+/// The requests of each queue and lane waiting for a round on this node.
 #[derive(Default)]
-pub(super) struct Combiner(Mutex<HashMap<QueueName, Pending>>);
+pub(super) struct Combiner(Mutex<HashMap<(QueueName, Lane), Pending>>);
 
 /// What a round answers: the queue id (`None`: no such queue), per ack job
 /// the outcome of each receipt, per take job its deliveries.
@@ -277,6 +323,20 @@ struct Answers {
     acked: Vec<Vec<Result<()>>>,
     taken: Vec<Vec<Delivery>>,
     dead_due: bool,
+    /// The deliveries of each delivering statement, until [`Inner::fetched`]
+    /// hands them out to `taken`.
+    groups: Vec<Group>,
+}
+
+/// What one delivering statement of a round delivered, for the take jobs
+/// `jobs` (indexes into the round's takes, in the order they came).
+struct Group {
+    jobs: Vec<usize>,
+    /// Ordinary messages, by `seq`.
+    delivered: Vec<(i64, Delivery)>,
+    /// The fresh messages it leased, still to be read: the first and last
+    /// `seq` and the lease's expiry.
+    leased: Option<(i64, i64, i64)>,
 }
 
 type Query<'a> =
@@ -290,7 +350,7 @@ impl Inner {
         parts: Vec<Result<ReceiptParts>>,
     ) -> Result<Vec<Result<()>>> {
         let (reply, answer) = oneshot::channel();
-        self.submit(queue, |p| p.acks.push(AckJob { parts, reply }));
+        self.submit(queue, Lane::Ack, |p| p.acks.push(AckJob { parts, reply }));
         answer.await.map_err(|_| stopped())?
     }
 
@@ -301,7 +361,9 @@ impl Inner {
         options: DequeueOptions,
     ) -> Result<Taken> {
         let (reply, answer) = oneshot::channel();
-        self.submit(queue, |p| p.takes.push(TakeJob { options, reply }));
+        self.submit(queue, Lane::Deliver, |p| {
+            p.takes.push(TakeJob { options, reply });
+        });
         answer.await.map_err(|_| stopped())?
     }
 
@@ -321,7 +383,7 @@ impl Inner {
             })
             .collect();
         let (reply, answer) = oneshot::channel();
-        self.submit(queue, |p| {
+        self.submit(queue, Lane::Deliver, |p| {
             p.puts.push(PutJob {
                 messages,
                 ids,
@@ -332,14 +394,14 @@ impl Inner {
         Ok(enqueued)
     }
 
-    fn submit(self: &Arc<Self>, queue: &QueueName, add: impl FnOnce(&mut Pending)) {
+    fn submit(self: &Arc<Self>, queue: &QueueName, lane: Lane, add: impl FnOnce(&mut Pending)) {
         let start = {
             let mut map = self
                 .combiner
                 .0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let pending = map.entry(queue.clone()).or_default();
+            let pending = map.entry((queue.clone(), lane)).or_default();
             add(pending);
             let start = pending.running < ROUNDS;
             if start {
@@ -348,26 +410,27 @@ impl Inner {
             start
         };
         if start {
-            tokio::spawn(self.clone().rounds(queue.clone()));
+            tokio::spawn(self.clone().rounds(queue.clone(), lane));
         }
     }
 
     /// The requests waiting for the next round of `queue`, or `None` (and
     /// this worker retires) when nothing waits.
-    fn next_jobs(&self, queue: &QueueName) -> Option<Jobs> {
+    fn next_jobs(&self, queue: &QueueName, lane: Lane) -> Option<Jobs> {
         let mut map = self
             .combiner
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let pending = map.get_mut(queue)?;
+        let key = (queue.clone(), lane);
+        let pending = map.get_mut(&key)?;
         // A dequeue whose caller has gone is not served: dropping a
         // dequeue before the store delivers loses nothing.
         pending.takes.retain(|t| !t.reply.is_closed());
         if pending.acks.is_empty() && pending.takes.is_empty() && pending.puts.is_empty() {
             pending.running -= 1;
             if pending.running == 0 {
-                map.remove(queue);
+                map.remove(&key);
             }
             return None;
         }
@@ -380,16 +443,22 @@ impl Inner {
 
     /// Runs rounds for `queue` until nothing waits. A round's requests are
     /// answered once its commit is flushed (by a group flush for rounds
-    /// that dequeue, see [`BEGIN_ASYNC`]), while the next round runs.
-    async fn rounds(self: Arc<Self>, queue: QueueName) {
-        while let Some(jobs) = self.next_jobs(&queue) {
+    /// that dequeue or acknowledge, see [`BEGIN_ASYNC`]), while the next round runs.
+    async fn rounds(self: Arc<Self>, queue: QueueName, lane: Lane) {
+        while let Some(jobs) = self.next_jobs(&queue, lane) {
             let answered = self.serve(&queue, &jobs).await;
-            let shared = self.shared.clone();
+            let this = self.clone();
             let queue = queue.clone();
-            let unflushed = !jobs.takes.is_empty();
+            let unflushed = jobs.commits_async();
             tokio::spawn(async move {
                 let answered = match answered {
-                    Ok(answers) if unflushed => flush::flushed(&shared).await.map(|()| answers),
+                    Ok(answers) if unflushed => {
+                        let (flushed, fetched) = futures::join!(
+                            flush::flushed(&this.shared),
+                            this.fetched(&queue, answers, &jobs.takes)
+                        );
+                        flushed.and(fetched)
+                    }
                     other => other,
                 };
                 answer(&queue, jobs, answered);
@@ -426,12 +495,7 @@ impl Inner {
             .iter()
             .flat_map(|job| job.parts.iter().filter_map(|p| p.as_ref().ok()))
             .collect();
-        let seqs = parts
-            .iter()
-            .map(|p| seq_of(p))
-            .collect::<Step<Vec<i64>>>()?;
-        let ids: Vec<Uuid> = parts.iter().map(|p| p.message_id).collect();
-        let attempts: Vec<i32> = parts.iter().map(|p| attempt_of(p)).collect();
+        let (seqs, ids, attempts) = receipt_columns(&parts)?;
         let ack_shard = self.shard();
         let wake = wake_up(name);
         // Dequeues by visibility timeout: one statement for each.
@@ -522,7 +586,11 @@ impl Inner {
         // Sent in this order before any answer is read; a failed statement
         // aborts the transaction, and the COMMIT then rolls it back.
         let (begun, results, committed) = futures::join!(
-            conn.batch_execute(if takes.is_empty() { BEGIN } else { BEGIN_ASYNC }),
+            conn.batch_execute(if jobs.commits_async() {
+                BEGIN_ASYNC
+            } else {
+                BEGIN
+            }),
             futures::future::join_all(queries),
             conn.batch_execute("COMMIT"),
         );
@@ -539,6 +607,7 @@ impl Inner {
             acked: Vec::new(),
             taken: Vec::new(),
             dead_due: false,
+            groups: Vec::new(),
         };
         if !puts.is_empty() {
             let _locks = (results.next(), results.next());
@@ -561,31 +630,33 @@ impl Inner {
             answers.dead_due = promoted.try_get(3)?;
             answers.taken = takes.iter().map(|_| Vec::new()).collect();
             let mut due = None;
-            for (_, _, jobs) in &groups {
+            for (_, _, jobs) in groups {
                 let rows = results.next().unwrap_or_default();
-                let mut delivered = Vec::with_capacity(rows.len());
+                let mut group = Group {
+                    jobs,
+                    delivered: Vec::with_capacity(rows.len()),
+                    leased: None,
+                };
                 for row in &rows {
-                    if row.try_get::<_, Option<i64>>(1)?.is_none() {
+                    let Some(seq) = row.try_get::<_, Option<i64>>(1)? else {
                         continue;
-                    }
-                    due = Some(Timestamp::from_micros(row.try_get(5)?));
-                    // An ordinary row's delivery leaves its previous
-                    // version dead; a fresh one's writes no row.
-                    if !row.try_get::<_, bool>(11)? {
+                    };
+                    let until: i64 = row.try_get(5)?;
+                    due = Some(Timestamp::from_micros(until));
+                    if row.try_get::<_, bool>(11)? {
+                        let (first, last, _) = group.leased.get_or_insert((seq, seq, until));
+                        *first = (*first).min(seq);
+                        *last = (*last).max(seq);
+                    } else {
+                        // An ordinary row's delivery leaves its previous
+                        // version dead; a fresh one's writes no row.
                         dead += 1;
+                        group
+                            .delivered
+                            .push((seq, delivery(row, 1, &self.key, queue)?));
                     }
-                    delivered.push((
-                        row.try_get::<_, i64>(1)?,
-                        delivery(row, 1, &self.key, queue)?,
-                    ));
                 }
-                // Oldest first, to the requests in the order they came.
-                delivered.sort_by_key(|(seq, _)| *seq);
-                let mut delivered = delivered.into_iter().map(|(_, d)| d);
-                for &job in jobs {
-                    let max = takes[job].options.max_messages as usize;
-                    answers.taken[job] = delivered.by_ref().take(max).collect();
-                }
+                answers.groups.push(group);
             }
             if let Some(due) = due {
                 self.schedule.at(due);
@@ -603,48 +674,152 @@ impl Inner {
                 return Ok(answers);
             };
             answers.queue_id = Some(queue_id);
-            let deleted = row.try_get::<_, Vec<i64>>(2)?.len() as u64;
-            dead += deleted;
-            answers.acked = self
-                .ack_outcomes(&conn, queue, queue_id, &row, acks, now)
+            let (acked, again) = self
+                .ack_outcomes(&conn, queue, queue_id, &row, acks, now, ack_shard)
                 .await?;
+            dead += row.try_get::<_, Vec<i64>>(2)?.len() as u64 + again;
+            answers.acked = acked;
         }
         Vacuum::deleted(&self.shared, dead);
         Ok(answers)
     }
 
+    /// Reads the fresh messages the round's delivering statements leased
+    /// (one read-only transaction, its statements sent at once) and hands
+    /// out every group's deliveries, oldest first, to its take jobs in the
+    /// order they came.
+    async fn fetched(
+        &self,
+        queue: &QueueName,
+        mut answers: Answers,
+        takes: &[TakeJob],
+    ) -> Result<Answers> {
+        let Some(queue_id) = answers.queue_id else {
+            return Ok(answers);
+        };
+        let leased: Vec<(i64, i64, i64)> = answers.groups.iter().filter_map(|g| g.leased).collect();
+        if !leased.is_empty() {
+            let doing = || format!("read the messages delivered from queue `{queue}`");
+            let mut fetched = retrying(doing, || async {
+                let conn = self.shared.conn().await?;
+                let fetch = conn.prepare_cached(FETCH).await?;
+                let params: Vec<[&(dyn ToSql + Sync); 4]> = leased
+                    .iter()
+                    .map(|(first, last, until)| -> [&(dyn ToSql + Sync); 4] {
+                        [&queue_id, first, last, until]
+                    })
+                    .collect();
+                let (begun, rows, committed) = futures::join!(
+                    conn.batch_execute(BEGIN_FETCH),
+                    futures::future::try_join_all(params.iter().map(|p| conn.query(&fetch, p))),
+                    conn.batch_execute("COMMIT"),
+                );
+                begun?;
+                let rows = rows?;
+                committed?;
+                let mut deliveries = Vec::with_capacity(rows.len());
+                for rows in rows {
+                    deliveries.push(
+                        rows.iter()
+                            .map(|row| Ok((row.try_get(1)?, delivery(row, 1, &self.key, queue)?)))
+                            .collect::<Step<Vec<(i64, Delivery)>>>()?,
+                    );
+                }
+                Ok(deliveries)
+            })
+            .await?
+            .into_iter();
+            for group in answers.groups.iter_mut().filter(|g| g.leased.is_some()) {
+                group.delivered.extend(fetched.next().unwrap_or_default());
+            }
+        }
+        for group in std::mem::take(&mut answers.groups) {
+            let mut delivered = group.delivered;
+            delivered.sort_by_key(|(seq, _)| *seq);
+            let mut delivered = delivered.into_iter().map(|(_, d)| d);
+            for job in group.jobs {
+                let max = takes[job].options.max_messages as usize;
+                answers.taken[job] = delivered.by_ref().take(max).collect();
+            }
+        }
+        Ok(answers)
+    }
+
     /// Each ack job's outcomes, from the keys and attempts the round
-    /// deleted; receipts that deleted nothing are told why.
+    /// deleted; receipts that deleted nothing are told why. A receipt whose
+    /// delivery is still current although the round deleted nothing met a
+    /// write of its row that committed after the round's snapshot (a timer
+    /// made it ready, or rewrote its expired lease): [`ACK`] deletes by the
+    /// `ctid` its snapshot saw, which the newer version does not have. Such
+    /// receipts are acknowledged again by a statement of their own, whose
+    /// snapshot sees the write, up to [`ACK_AGAIN`] times. Returns the
+    /// outcomes and how many rows the repeats deleted.
+    #[allow(clippy::too_many_arguments)]
     async fn ack_outcomes(
         &self,
-        client: &tokio_postgres::Client,
+        client: &deadpool_postgres::Object,
         queue: &QueueName,
         queue_id: i64,
         row: &Row,
         acks: &[AckJob],
         now: Timestamp,
-    ) -> Step<Vec<Vec<Result<()>>>> {
+        shard: i16,
+    ) -> Step<(Vec<Vec<Result<()>>>, u64)> {
         let limit: Option<i32> = row.try_get(1)?;
-        let mut acked: HashSet<(i64, i32)> = row
-            .try_get::<_, Vec<i64>>(2)?
-            .into_iter()
-            .zip(row.try_get::<_, Vec<i32>>(3)?)
+        let mut acked = acked_keys(row)?;
+        let parts: Vec<&ReceiptParts> = acks
+            .iter()
+            .flat_map(|job| job.parts.iter().filter_map(|p| p.as_ref().ok()))
             .collect();
-        let mut lost = Vec::new();
-        for job in acks {
-            for p in job.parts.iter().filter_map(|p| p.as_ref().ok()) {
+        let mut again = 0;
+        let mut deleted = 0;
+        let states = loop {
+            let mut lost = Vec::new();
+            for p in &parts {
                 let key = (seq_of(p)?, attempt_of(p));
                 if !acked.contains(&key) {
                     lost.push(key.0);
                 }
             }
-        }
-        let states = if lost.is_empty() {
-            HashMap::new()
-        } else {
-            lease_states(client, &lost, queue_id).await?
+            if lost.is_empty() {
+                break HashMap::new();
+            }
+            let states = lease_states(&***client, &lost, queue_id).await?;
+            let current: Vec<&ReceiptParts> = parts
+                .iter()
+                .copied()
+                .filter(|p| {
+                    seq_of(p).is_ok_and(|seq| {
+                        lost.contains(&seq)
+                            && lease_lost(queue, p, states.get(&seq), limit, now).is_none()
+                    })
+                })
+                .collect();
+            if current.is_empty() || again == ACK_AGAIN {
+                break states;
+            }
+            again += 1;
+            let (seqs, ids, attempts) = receipt_columns(&current)?;
+            let statement = client.prepare_cached(&ACK).await?;
+            let row = client
+                .query_one(
+                    &statement,
+                    &[
+                        &queue.as_str(),
+                        &seqs,
+                        &ids,
+                        &attempts,
+                        &now.as_micros(),
+                        &shard,
+                    ],
+                )
+                .await?;
+            let more = acked_keys(&row)?;
+            deleted += more.len() as u64;
+            acked.extend(more);
         };
-        acks.iter()
+        let outcomes = acks
+            .iter()
             .map(|job| {
                 job.parts
                     .iter()
@@ -667,13 +842,39 @@ impl Inner {
                         .unwrap_or_else(|| Error::LeaseLost {
                             queue: queue.clone(),
                             message_id: p.message_id,
-                            reason: "the message was acknowledged meanwhile".to_owned(),
+                            reason: "the message kept changing while it was being acknowledged"
+                                .to_owned(),
                         })))
                     })
                     .collect()
             })
-            .collect()
+            .collect::<Step<_>>()?;
+        Ok((outcomes, deleted))
     }
+}
+
+/// Times receipts whose delivery is current but whose row an [`ACK`] did
+/// not find (see [`Inner::ack_outcomes`]) are acknowledged again.
+const ACK_AGAIN: u32 = 3;
+
+/// The keys and attempts an [`ACK`] deleted.
+fn acked_keys(row: &Row) -> Step<HashSet<(i64, i32)>> {
+    Ok(row
+        .try_get::<_, Vec<i64>>(2)?
+        .into_iter()
+        .zip(row.try_get::<_, Vec<i32>>(3)?)
+        .collect())
+}
+
+/// The `seq`, message id and attempt columns of [`ACK`]'s receipts.
+fn receipt_columns(parts: &[&ReceiptParts]) -> Step<(Vec<i64>, Vec<Uuid>, Vec<i32>)> {
+    let seqs = parts
+        .iter()
+        .map(|p| seq_of(p))
+        .collect::<Step<Vec<i64>>>()?;
+    let ids = parts.iter().map(|p| p.message_id).collect();
+    let attempts = parts.iter().map(|p| attempt_of(p)).collect();
+    Ok((seqs, ids, attempts))
 }
 
 /// The first row a statement answered and the queue id in its first
