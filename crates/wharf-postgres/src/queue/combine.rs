@@ -51,12 +51,20 @@ use crate::vacuum::Vacuum;
 /// lease by lease (a queue has a few leases in flight, an acknowledgement
 /// up to 100 messages), not by looking up each message's lease.
 ///
-/// Each receipt's row is found by a lateral probe of the primary key and
+/// The receipts' rows are found by lateral range scans of the primary key,
+/// one per run of nearby keys in `$7`..`$8` (see [`key_runs`]: a consumer
+/// acknowledges what one dequeue leased, consecutive keys, so one scan
+/// instead of a probe per receipt), and
 /// deleted by `ctid`, never through a join or a `seq = ANY (…)`: a generic
 /// plan made from the statistics of an empty table (the planner re-plans
 /// after every vacuum) scanned every message of the queue for each round
 /// that way, filtering by `seq`. The probe reads the version the
-/// statement's snapshot sees. When another transaction changed the row
+/// statement's snapshot sees; rows in a run that no receipt names fail the
+/// `WHERE`. The range scan is kept a lateral subquery (`OFFSET 0`), and the
+/// receipt checks inside the `CASE`, where they stay hashed lookups: pulled
+/// up into joins, a generic plan read every message of the queue for each
+/// run and compared every row with every receipt (the benchmark fell to a
+/// fifth). When another transaction changed the row
 /// after the snapshot (a timer made the expired delivery ready, or rewrote
 /// its expired lease's fresh messages), the `DELETE` waits for it and
 /// rechecks its `WHERE` on the newest version, `ctid` included, which that
@@ -74,16 +82,15 @@ r AS MATERIALIZED (
 done AS (
     DELETE FROM messages m
     WHERE m.ctid = ANY (ARRAY(
-        SELECT y.ctid FROM r CROSS JOIN LATERAL (
+        SELECT y.ctid FROM unnest($7::bigint[], $8::bigint[]) AS g(lo, hi) CROSS JOIN LATERAL (
             SELECT ctid FROM messages y
-            WHERE y.queue_id = (SELECT id FROM q) AND y.seq = r.seq
-              AND y.message_id = r.message_id
-            LIMIT 1) AS y))
+            WHERE y.queue_id = (SELECT id FROM q) AND y.seq BETWEEN g.lo AND g.hi
+            OFFSET 0) AS y))
       AND CASE WHEN m.fresh
-          THEN m.seq IN (SELECT seq FROM r WHERE attempt = 1)
+          THEN (m.seq, m.message_id) IN (SELECT seq, message_id FROM r WHERE attempt = 1)
                AND ((SELECT lim FROM q) > 1 OR NOT EXISTS (
                    SELECT 1 FROM {lease} AS l WHERE l.first_seq <= m.seq AND l.expires_at <= $5))
-          ELSE (m.seq, m.attempts) IN (SELECT seq, attempt FROM r)
+          ELSE (m.seq, m.message_id, m.attempts) IN (SELECT seq, message_id, attempt FROM r)
                AND NOT (m.leased AND NOT m.ready AND m.visible_at <= $5
                         AND m.attempts >= (SELECT lim FROM q))
           END
@@ -564,8 +571,10 @@ impl Inner {
         };
         let queue_lock_params: [&(dyn ToSql + Sync); 1] = [&queue_lock];
         let head_lock_params: [&(dyn ToSql + Sync); 1] = [&head_lock];
-        let ack_params: [&(dyn ToSql + Sync); 6] =
-            [&name, &seqs, &ids, &attempts, &now_us, &ack_shard];
+        let (lows, highs) = key_runs(&seqs);
+        let ack_params: [&(dyn ToSql + Sync); 8] = [
+            &name, &seqs, &ids, &attempts, &now_us, &ack_shard, &lows, &highs,
+        ];
         let promote_params: [&(dyn ToSql + Sync); 4] = [&name, &now_us, &channel, &wake];
         let cursor_params: [&(dyn ToSql + Sync); 1] = [&name];
         let deliver_params: Vec<[&(dyn ToSql + Sync); 4]> = groups
@@ -811,6 +820,7 @@ impl Inner {
             }
             again += 1;
             let (seqs, ids, attempts) = receipt_columns(&current)?;
+            let (lows, highs) = key_runs(&seqs);
             let statement = client.prepare_cached(&ACK).await?;
             let row = client
                 .query_one(
@@ -822,6 +832,8 @@ impl Inner {
                         &attempts,
                         &now.as_micros(),
                         &shard,
+                        &lows,
+                        &highs,
                     ],
                 )
                 .await?;
@@ -875,6 +887,29 @@ fn acked_keys(row: &Row) -> Step<HashSet<(i64, i32)>> {
         .into_iter()
         .zip(row.try_get::<_, Vec<i32>>(3)?)
         .collect())
+}
+
+/// Keys that far apart or closer share one range scan in [`ACK`]: the
+/// few messages between them that no receipt names cost less to read than
+/// a probe more.
+const RUN_GAP: i64 = 4;
+
+/// The runs of nearby keys among `seqs` ([`RUN_GAP`]), as their first and
+/// last keys.
+fn key_runs(seqs: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    let (mut lows, mut highs): (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
+    for seq in sorted {
+        match highs.last_mut() {
+            Some(high) if seq - *high <= RUN_GAP => *high = (*high).max(seq),
+            _ => {
+                lows.push(seq);
+                highs.push(seq);
+            }
+        }
+    }
+    (lows, highs)
 }
 
 /// The `seq`, message id and attempt columns of [`ACK`]'s receipts.
@@ -947,4 +982,21 @@ fn answer(queue: &QueueName, jobs: Jobs, answered: Result<Answers>) {
 
 fn stopped() -> Error {
     Error::Unavailable("the queue's worker stopped before answering".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_runs;
+
+    #[test]
+    fn nearby_keys_share_a_run_and_distant_ones_do_not() {
+        assert_eq!(key_runs(&[]), (vec![], vec![]));
+        assert_eq!(key_runs(&[7, 5, 6, 5]), (vec![5], vec![7]));
+        assert_eq!(
+            key_runs(&[1, 5, 10, 100]),
+            (vec![1, 10, 100], vec![5, 10, 100])
+        );
+        assert_eq!(key_runs(&[1, 5, 9, 13]), (vec![1], vec![13]));
+        assert_eq!(key_runs(&[3, 40]), (vec![3, 40], vec![3, 40]));
+    }
 }
