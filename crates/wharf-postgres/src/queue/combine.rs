@@ -513,8 +513,7 @@ impl Inner {
             .iter()
             .flat_map(|job| job.parts.iter().filter_map(|p| p.as_ref().ok()))
             .collect();
-        let (seqs, ids, attempts) = receipt_columns(&parts)?;
-        let ack_shard = self.shard();
+        let ack_args = AckArgs::of(&parts, now_us, self.shard())?;
         let wake = wake_up(name);
         // Dequeues by visibility timeout: one statement for each.
         let mut groups: Vec<(Option<i64>, i64, Vec<usize>)> = Vec::new();
@@ -571,10 +570,7 @@ impl Inner {
         };
         let queue_lock_params: [&(dyn ToSql + Sync); 1] = [&queue_lock];
         let head_lock_params: [&(dyn ToSql + Sync); 1] = [&head_lock];
-        let (lows, highs) = key_runs(&seqs);
-        let ack_params: [&(dyn ToSql + Sync); 8] = [
-            &name, &seqs, &ids, &attempts, &now_us, &ack_shard, &lows, &highs,
-        ];
+        let ack_params = ack_args.sql(&name);
         let promote_params: [&(dyn ToSql + Sync); 4] = [&name, &now_us, &channel, &wake];
         let cursor_params: [&(dyn ToSql + Sync); 1] = [&name];
         let deliver_params: Vec<[&(dyn ToSql + Sync); 4]> = groups
@@ -695,7 +691,7 @@ impl Inner {
             };
             answers.queue_id = Some(queue_id);
             let (acked, again) = self
-                .ack_outcomes(&conn, queue, queue_id, &row, acks, now, ack_shard)
+                .ack_outcomes(&conn, queue, queue_id, &row, acks, now, ack_args.shard)
                 .await?;
             dead += row.try_get::<_, Vec<i64>>(2)?.len() as u64 + again;
             answers.acked = acked;
@@ -819,23 +815,10 @@ impl Inner {
                 break states;
             }
             again += 1;
-            let (seqs, ids, attempts) = receipt_columns(&current)?;
-            let (lows, highs) = key_runs(&seqs);
+            let args = AckArgs::of(&current, now.as_micros(), shard)?;
             let statement = client.prepare_cached(&ACK).await?;
             let row = client
-                .query_one(
-                    &statement,
-                    &[
-                        &queue.as_str(),
-                        &seqs,
-                        &ids,
-                        &attempts,
-                        &now.as_micros(),
-                        &shard,
-                        &lows,
-                        &highs,
-                    ],
-                )
+                .query_one(&statement, &args.sql(&queue.as_str()))
                 .await?;
             let more = acked_keys(&row)?;
             deleted += more.len() as u64;
@@ -912,15 +895,48 @@ fn key_runs(seqs: &[i64]) -> (Vec<i64>, Vec<i64>) {
     (lows, highs)
 }
 
-/// The `seq`, message id and attempt columns of [`ACK`]'s receipts.
-fn receipt_columns(parts: &[&ReceiptParts]) -> Step<(Vec<i64>, Vec<Uuid>, Vec<i32>)> {
-    let seqs = parts
-        .iter()
-        .map(|p| seq_of(p))
-        .collect::<Step<Vec<i64>>>()?;
-    let ids = parts.iter().map(|p| p.message_id).collect();
-    let attempts = parts.iter().map(|p| attempt_of(p)).collect();
-    Ok((seqs, ids, attempts))
+/// The parameters of [`ACK`] but the queue's name: the receipts' columns
+/// and runs of keys ([`key_runs`]), the time and the counter shard.
+struct AckArgs {
+    seqs: Vec<i64>,
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    now: i64,
+    shard: i16,
+    lows: Vec<i64>,
+    highs: Vec<i64>,
+}
+
+impl AckArgs {
+    fn of(parts: &[&ReceiptParts], now: i64, shard: i16) -> Step<Self> {
+        let seqs = parts
+            .iter()
+            .map(|p| seq_of(p))
+            .collect::<Step<Vec<i64>>>()?;
+        let (lows, highs) = key_runs(&seqs);
+        Ok(Self {
+            ids: parts.iter().map(|p| p.message_id).collect(),
+            attempts: parts.iter().map(|p| attempt_of(p)).collect(),
+            seqs,
+            now,
+            shard,
+            lows,
+            highs,
+        })
+    }
+
+    fn sql<'a>(&'a self, name: &'a &'a str) -> [&'a (dyn ToSql + Sync); 8] {
+        [
+            name,
+            &self.seqs,
+            &self.ids,
+            &self.attempts,
+            &self.now,
+            &self.shard,
+            &self.lows,
+            &self.highs,
+        ]
+    }
 }
 
 /// The first row a statement answered and the queue id in its first
