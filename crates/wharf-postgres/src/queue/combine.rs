@@ -509,10 +509,7 @@ impl Inner {
         let channel = self.shared.channel();
         let conn = self.shared.conn().await?;
 
-        let parts: Vec<&ReceiptParts> = acks
-            .iter()
-            .flat_map(|job| job.parts.iter().filter_map(|p| p.as_ref().ok()))
-            .collect();
+        let parts = well_formed(acks);
         let ack_args = AckArgs::of(&parts, now_us, self.shard())?;
         let wake = wake_up(name);
         // Dequeues by visibility timeout: one statement for each.
@@ -783,10 +780,7 @@ impl Inner {
     ) -> Step<(Vec<Vec<Result<()>>>, u64)> {
         let limit: Option<i32> = row.try_get(1)?;
         let mut acked = acked_keys(row)?;
-        let parts: Vec<&ReceiptParts> = acks
-            .iter()
-            .flat_map(|job| job.parts.iter().filter_map(|p| p.as_ref().ok()))
-            .collect();
+        let parts = well_formed(acks);
         let mut again = 0;
         let mut deleted = 0;
         let states = loop {
@@ -857,6 +851,14 @@ impl Inner {
             .collect::<Step<_>>()?;
         Ok((outcomes, deleted))
     }
+}
+
+/// The well-formed receipts of the ack jobs `acks`, in order: those an
+/// [`ACK`] is asked about (a malformed one is answered with its error).
+fn well_formed(acks: &[AckJob]) -> Vec<&ReceiptParts> {
+    acks.iter()
+        .flat_map(|job| job.parts.iter().filter_map(|p| p.as_ref().ok()))
+        .collect()
 }
 
 /// Times receipts whose delivery is current but whose row an [`ACK`] did
