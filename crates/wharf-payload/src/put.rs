@@ -140,8 +140,25 @@ impl Inner {
         match put {
             Ok(_) => Ok(Written::Created),
             Err(err) if err.kind == Kind::AlreadyExists => Ok(Written::AlreadyThere),
+            // A server may refuse a create-only PUT of a key that exists
+            // before it reads the body, and close the connection: the
+            // client sees a broken pipe, not the refusal (s3s-fs does, when
+            // concurrent puts of one payload race). The key is the
+            // content's address and a PUT is atomic, so an object there is
+            // this payload (and is verified on every read).
+            Err(err) if err.kind == Kind::Unavailable && self.exists(key).await => {
+                Ok(Written::AlreadyThere)
+            }
             Err(err) => Err(err),
         }
+    }
+
+    /// Whether one `HEAD` finds an object at `key`.
+    async fn exists(&self, key: &Path) -> bool {
+        self.retry
+            .bounded(&format!("HEAD {key}"), self.backend.store.head(key))
+            .await
+            .is_ok()
     }
 
     async fn put_multipart(&self, key: &Path, data: &Bytes) -> Result<Written, StoreError> {
