@@ -12,12 +12,11 @@
 //! become durable with the group commit they ride in. When a commit fails,
 //! the state is rebuilt from disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 use wharf_core::queue::{
     DEAD_LETTERED_AT, DEDUP_WINDOW, DELIVERY_ATTEMPTS, LAST_ERROR, NACKED_WITHOUT_REASON,
@@ -48,10 +47,19 @@ pub(crate) enum QueueCommand {
         messages: Vec<NewMessage>,
         reply: Reply<Vec<Enqueued>>,
     },
+    /// With a `park` ticket, a dequeue that finds nothing waits in the
+    /// writer, and is served inside the commit that makes a message visible.
     Dequeue {
         queue: QueueName,
         options: DequeueOptions,
+        park: Option<u64>,
         reply: Reply<Vec<Delivery>>,
+    },
+    /// Answers the parked dequeue `ticket` with nothing, unless a commit
+    /// already served it: its long poll gave up.
+    Unpark {
+        queue: QueueName,
+        ticket: u64,
     },
     Ack {
         queue: QueueName,
@@ -155,23 +163,12 @@ impl QueueCommand {
     }
 }
 
-/// Long-polling dequeues wait here for their queue to get a visible message.
-#[derive(Default)]
-pub(crate) struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
-
-impl Wakers {
-    /// The notifier of `queue`.
-    pub(crate) fn of(&self, queue: &str) -> Arc<Notify> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(queue.to_owned()).or_default().clone()
-    }
-
-    fn wake(&self, queue: &str) {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = map.get(queue) {
-            notify.notify_waiters();
-        }
-    }
+/// A long-polling dequeue waiting in the writer for its queue to get a
+/// visible message.
+struct Parked {
+    ticket: u64,
+    options: DequeueOptions,
+    reply: Reply<Vec<Delivery>>,
 }
 
 /// The small state of one message kept in memory.
@@ -278,7 +275,8 @@ pub(crate) struct Queues {
     next_seq: u64,
     defaults: QueueSettings,
     key: ReceiptKey,
-    wakers: Arc<Wakers>,
+    /// Long polls waiting for a message, oldest first, by queue.
+    parked: HashMap<QueueName, VecDeque<Parked>>,
     /// Queues that got a visible message in the transaction in progress.
     to_wake: Vec<QueueName>,
 }
@@ -310,7 +308,6 @@ impl Queues {
     pub(crate) fn load(
         conn: &Connection,
         defaults: QueueSettings,
-        wakers: Arc<Wakers>,
         now: Timestamp,
     ) -> rusqlite::Result<Self> {
         let key = receipt_key(conn)?;
@@ -320,7 +317,7 @@ impl Queues {
             next_seq: 0,
             defaults,
             key,
-            wakers,
+            parked: HashMap::new(),
             to_wake: Vec::new(),
         };
         let mut stmt = conn.prepare(
@@ -380,9 +377,12 @@ impl Queues {
         Ok(queues)
     }
 
-    /// The same queues read afresh from `conn`, after a failed commit.
-    pub(crate) fn reload(&self, conn: &Connection, now: Timestamp) -> rusqlite::Result<Self> {
-        Self::load(conn, self.defaults.clone(), self.wakers.clone(), now)
+    /// The same queues read afresh from `conn`, after a failed commit; the
+    /// long polls still waiting go on waiting.
+    pub(crate) fn reload(&mut self, conn: &Connection, now: Timestamp) -> rusqlite::Result<Self> {
+        let mut fresh = Self::load(conn, self.defaults.clone(), now)?;
+        fresh.parked = std::mem::take(&mut self.parked);
+        Ok(fresh)
     }
 
     /// The earliest time a waiting message becomes visible (or its lease
@@ -395,36 +395,76 @@ impl Queues {
             .map(Timestamp::from_micros)
     }
 
-    /// Wakes the long polls of queues that got visible messages; call after
-    /// the commit.
-    pub(crate) fn wake(&mut self) {
-        for queue in self.to_wake.drain(..) {
-            self.wakers.wake(queue.as_str());
-        }
-    }
-
-    /// Forgets the wake-ups of a transaction that did not commit.
+    /// Forgets which queues got visible messages; after each transaction.
     pub(crate) fn forget_wakes(&mut self) {
         self.to_wake.clear();
     }
 
-    /// Runs one command inside the open transaction. The answer is sent after
-    /// the commit; a database error (the second value) fails the transaction,
+    /// Serves the long polls of queues that got visible messages in the
+    /// transaction in progress, oldest first, inside that transaction: a
+    /// message enqueued to a waiting consumer is delivered by the commit
+    /// that enqueued it, one disk flush instead of two. A database error
+    /// (the second value) fails the transaction.
+    pub(crate) fn serve_parked(
+        &mut self,
+        conn: &Connection,
+        now: Timestamp,
+    ) -> (Vec<Answer>, Option<rusqlite::Error>) {
+        let mut answers = Vec::new();
+        // Serving may dead-letter, which wakes the dead-letter queue: the
+        // list grows while it is walked.
+        let mut i = 0;
+        while let Some(queue) = self.to_wake.get(i).cloned() {
+            i += 1;
+            while self
+                .by_name
+                .get(&queue)
+                .is_some_and(|q| !q.ready.is_empty())
+            {
+                let Some(parked) = self.parked.get_mut(&queue).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                // A long poll whose caller went away takes nothing.
+                if parked.reply.is_closed() {
+                    continue;
+                }
+                match self.dequeue(conn, &queue, parked.options, now.as_micros()) {
+                    Ok(deliveries) => answers.push(Answer::Delivered(parked.reply, Ok(deliveries))),
+                    Err(QueueFailure::Caller(e)) => {
+                        answers.push(Answer::Delivered(parked.reply, Err(e)));
+                    }
+                    Err(QueueFailure::Sqlite(e)) => {
+                        let failed = Err(Error::Storage(String::new()));
+                        answers.push(Answer::Delivered(parked.reply, failed));
+                        return (answers, Some(e));
+                    }
+                }
+            }
+            if self.parked.get(&queue).is_some_and(VecDeque::is_empty) {
+                self.parked.remove(&queue);
+            }
+        }
+        (answers, None)
+    }
+
+    /// Runs one command inside the open transaction. The answer, if the
+    /// command has one now (a parked long poll has not), is sent after the
+    /// commit; a database error (the second value) fails the transaction,
     /// and with it the answer.
     pub(crate) fn apply(
         &mut self,
         conn: &Connection,
         command: QueueCommand,
         now: Timestamp,
-    ) -> (Answer, Option<rusqlite::Error>) {
+    ) -> (Option<Answer>, Option<rusqlite::Error>) {
         macro_rules! run {
             ($variant:ident, $reply:expr, $body:expr) => {{
                 let reply = $reply;
                 match $body {
-                    Ok(v) => (Answer::$variant(reply, Ok(v)), None),
-                    Err(QueueFailure::Caller(e)) => (Answer::$variant(reply, Err(e)), None),
+                    Ok(v) => (Some(Answer::$variant(reply, Ok(v))), None),
+                    Err(QueueFailure::Caller(e)) => (Some(Answer::$variant(reply, Err(e))), None),
                     Err(QueueFailure::Sqlite(e)) => (
-                        Answer::$variant(reply, Err(Error::Storage(String::new()))),
+                        Some(Answer::$variant(reply, Err(Error::Storage(String::new())))),
                         Some(e),
                     ),
                 }
@@ -445,8 +485,34 @@ impl Queues {
             QueueCommand::Dequeue {
                 queue,
                 options,
+                park,
                 reply,
-            } => run!(Delivered, reply, self.dequeue(conn, &queue, options, at)),
+            } => match (self.dequeue(conn, &queue, options, at), park) {
+                (Ok(deliveries), Some(ticket)) if deliveries.is_empty() => {
+                    let parked = Parked {
+                        ticket,
+                        options,
+                        reply,
+                    };
+                    self.parked.entry(queue).or_default().push_back(parked);
+                    (None, None)
+                }
+                (dequeued, _) => run!(Delivered, reply, dequeued),
+            },
+            QueueCommand::Unpark { queue, ticket } => {
+                let waiting = self.parked.get_mut(&queue);
+                let found = waiting.and_then(|w| {
+                    let at = w.iter().position(|p| p.ticket == ticket)?;
+                    w.remove(at)
+                });
+                if self.parked.get(&queue).is_some_and(VecDeque::is_empty) {
+                    self.parked.remove(&queue);
+                }
+                (
+                    found.map(|p| Answer::Delivered(p.reply, Ok(Vec::new()))),
+                    None,
+                )
+            }
             QueueCommand::Ack {
                 queue,
                 receipts,
@@ -592,6 +658,14 @@ impl Queues {
         let mut seq = first_seq;
         let mut out = Vec::with_capacity(messages.len());
         let mut any_visible = false;
+        let mut insert_state = conn.prepare_cached(
+            "INSERT INTO message_state (seq, queue_id, message_id, enqueued_at, visible_at, \
+             attempts, leased, origin_queue_id) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, NULL)",
+        )?;
+        let mut insert_payload = conn.prepare_cached(
+            "INSERT INTO message_payloads (seq, content_type, metadata, data, payload_hash, \
+             payload_ref) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
         for message in messages {
             if let Some(dedup_id) = &message.dedup_id
                 && let Some(original) = find_dedup(conn, q.id, dedup_id, now)?
@@ -624,22 +698,14 @@ impl Queues {
                 leased: false,
                 origin: None,
             };
-            conn.prepare_cached(
-                "INSERT INTO message_state (seq, queue_id, message_id, enqueued_at, visible_at, \
-                 attempts, leased, origin_queue_id) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, NULL)",
-            )?
-            .execute(params![
+            insert_state.execute(params![
                 seq as i64,
                 q.id,
                 message_id.as_bytes(),
                 now,
                 meta.visible_at
             ])?;
-            conn.prepare_cached(
-                "INSERT INTO message_payloads (seq, content_type, metadata, data, payload_hash, \
-                 payload_ref) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
+            insert_payload.execute(params![
                 seq as i64,
                 message.content_type,
                 encode_metadata(&message.metadata),
@@ -808,8 +874,9 @@ impl Queues {
             .visibility_timeout
             .unwrap_or(q.settings.visibility_timeout);
         let visible_at = now.saturating_add(micros(timeout));
-        let mut out = Vec::new();
-        while out.len() < options.max_messages as usize {
+        // `ready` pops in enqueue order, so `taken` is sorted by seq.
+        let mut taken = Vec::with_capacity(options.max_messages as usize);
+        while taken.len() < options.max_messages as usize {
             let Some(seq) = q.ready.pop_first() else {
                 break;
             };
@@ -817,55 +884,71 @@ impl Queues {
             meta.attempts += 1;
             meta.visible_at = visible_at;
             meta.leased = true;
-            let attempt = meta.attempts;
-            let (message_id, enqueued_at) = (meta.message_id, meta.enqueued_at);
+            taken.push((seq, *meta));
             q.waiting.insert((visible_at, seq));
             q.leased += 1;
-            conn.prepare_cached(
-                "UPDATE message_state SET attempts = ?1, visible_at = ?2, leased = 1 \
-                 WHERE seq = ?3",
-            )?
-            .execute(params![attempt, visible_at, seq as i64])?;
-            let (content_type, metadata, data, payload_hash, payload_ref) = conn
-                .prepare_cached(
-                    "SELECT content_type, metadata, data, payload_hash, payload_ref \
-                     FROM message_payloads WHERE seq = ?1",
-                )?
-                .query_row([seq as i64], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, Option<Vec<u8>>>(3)?,
-                        r.get::<_, Option<Vec<u8>>>(4)?,
-                    ))
-                })?;
-            let external = reference_from_columns(payload_hash, payload_ref).map_err(|what| {
-                QueueFailure::Caller(Error::Storage(format!(
-                    "{what} of queued message {seq} is corrupt"
-                )))
-            })?;
-            out.push(Delivery {
-                message_id,
-                receipt: key.issue(
-                    queue,
-                    ReceiptParts {
-                        seq,
-                        message_id,
-                        attempt,
-                    },
-                ),
-                data: data.into(),
-                metadata: decode(metadata, seq)?,
-                content_type,
-                delivery_attempt: attempt,
-                enqueued_at: Timestamp::from_micros(enqueued_at),
-                external,
-            });
         }
-        if !out.is_empty() {
-            q.counters.deliveries += out.len() as u64;
-            q.counters_dirty = true;
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        q.counters.deliveries += taken.len() as u64;
+        q.counters_dirty = true;
+
+        // One statement per run of consecutive seqs instead of one per
+        // message: a batch of fresh messages is usually a single run. Every
+        // seq of a run is one of `taken`, so the range touches nothing else.
+        let mut lease = conn.prepare_cached(
+            "UPDATE message_state SET attempts = attempts + 1, visible_at = ?1, leased = 1 \
+             WHERE seq BETWEEN ?2 AND ?3",
+        )?;
+        let mut read = conn.prepare_cached(
+            "SELECT seq, content_type, metadata, data, payload_hash, payload_ref \
+             FROM message_payloads WHERE seq BETWEEN ?1 AND ?2",
+        )?;
+        let runs = runs(taken.iter().map(|(seq, _)| *seq));
+        for &(first, last) in &runs {
+            let leased = lease.execute(params![visible_at, first as i64, last as i64])?;
+            if leased as u64 != last - first + 1 {
+                return Err(missing_rows(first, last));
+            }
+        }
+        let mut out = Vec::with_capacity(taken.len());
+        let mut next = taken.iter();
+        for (first, last) in runs {
+            let mut rows = read.query(params![first as i64, last as i64])?;
+            let mut found = 0;
+            while let Some(r) = rows.next()? {
+                let &(seq, meta) = next.next().ok_or_else(|| missing_rows(first, last))?;
+                if r.get::<_, i64>(0)? as u64 != seq {
+                    return Err(missing_rows(first, last));
+                }
+                found += 1;
+                let external = reference_from_columns(r.get(4)?, r.get(5)?).map_err(|what| {
+                    QueueFailure::Caller(Error::Storage(format!(
+                        "{what} of queued message {seq} is corrupt"
+                    )))
+                })?;
+                out.push(Delivery {
+                    message_id: meta.message_id,
+                    receipt: key.issue(
+                        queue,
+                        ReceiptParts {
+                            seq,
+                            message_id: meta.message_id,
+                            attempt: meta.attempts,
+                        },
+                    ),
+                    data: r.get::<_, Vec<u8>>(3)?.into(),
+                    metadata: decode(r.get(2)?, seq)?,
+                    content_type: r.get(1)?,
+                    delivery_attempt: meta.attempts,
+                    enqueued_at: Timestamp::from_micros(meta.enqueued_at),
+                    external,
+                });
+            }
+            if found != last - first + 1 {
+                return Err(missing_rows(first, last));
+            }
         }
         Ok(out)
     }
@@ -911,6 +994,7 @@ impl Queues {
     ) -> Step<Vec<Result<()>>> {
         self.promote(conn, queue, now)?;
         let mut out = Vec::with_capacity(receipts.len());
+        let mut gone = Vec::with_capacity(receipts.len());
         for receipt in receipts {
             let (seq, _) = match self.leased_message(queue, receipt) {
                 Ok(found) => found,
@@ -920,7 +1004,6 @@ impl Queues {
                 }
                 Err(e) => return Err(e),
             };
-            delete_message(conn, seq)?;
             let q = self.existing(queue)?;
             let meta = q.remove(seq).expect("found above");
             if let Some(from) = meta.origin {
@@ -928,8 +1011,11 @@ impl Queues {
             }
             q.counters.acks += 1;
             q.counters_dirty = true;
+            gone.push(seq);
             out.push(Ok(()));
         }
+        gone.sort_unstable();
+        delete_messages(conn, &gone)?;
         Ok(out)
     }
 
@@ -1115,9 +1201,7 @@ impl Queues {
     fn purge(&mut self, conn: &Connection, queue: &QueueName) -> Step<u64> {
         let q = self.existing(queue)?;
         let seqs: Vec<u64> = q.messages.keys().copied().collect();
-        for seq in &seqs {
-            delete_message(conn, *seq)?;
-        }
+        delete_messages(conn, &seqs)?;
         q.messages.clear();
         q.ready.clear();
         q.waiting.clear();
@@ -1170,12 +1254,40 @@ fn release_dead_letter(dlq: &mut QueueState, from: i64) {
     }
 }
 
-fn delete_message(conn: &Connection, seq: u64) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM message_state WHERE seq = ?1")?
-        .execute([seq as i64])?;
-    conn.prepare_cached("DELETE FROM message_payloads WHERE seq = ?1")?
-        .execute([seq as i64])?;
+/// Deletes the messages `seqs` (sorted), one statement per table and run.
+fn delete_messages(conn: &Connection, seqs: &[u64]) -> rusqlite::Result<()> {
+    let mut state = conn.prepare_cached("DELETE FROM message_state WHERE seq BETWEEN ?1 AND ?2")?;
+    let mut payloads =
+        conn.prepare_cached("DELETE FROM message_payloads WHERE seq BETWEEN ?1 AND ?2")?;
+    for (first, last) in runs(seqs.iter().copied()) {
+        state.execute(params![first as i64, last as i64])?;
+        payloads.execute(params![first as i64, last as i64])?;
+    }
     Ok(())
+}
+
+/// The runs of consecutive numbers in ascending `seqs`, as `(first, last)`.
+fn runs(seqs: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for seq in seqs {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == seq => *last = seq,
+            _ => out.push((seq, seq)),
+        }
+    }
+    out
+}
+
+/// Rows a range statement should have found and did not: the database
+/// disagrees with the state the writer holds, so the transaction fails and
+/// the writer reloads its state from disk.
+fn missing_rows(first: u64, last: u64) -> QueueFailure {
+    QueueFailure::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some(format!(
+            "queued messages {first}..={last} are missing from the database"
+        )),
+    ))
 }
 
 fn set_visibility(
@@ -1248,4 +1360,16 @@ fn receipt_key(conn: &Connection) -> rusqlite::Result<ReceiptKey> {
         }
     };
     Ok(ReceiptKey::new(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_group_consecutive_seqs() {
+        assert_eq!(runs([]), Vec::<(u64, u64)>::new());
+        assert_eq!(runs([7]), vec![(7, 7)]);
+        assert_eq!(runs([1, 2, 3, 5, 6, 9]), vec![(1, 3), (5, 6), (9, 9)]);
+    }
 }

@@ -1,6 +1,7 @@
 //! [`EmbeddedStore`]: the [`EventLog`] and [`QueueStore`] of a data directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use wharf_storage::{
 
 use crate::checkpoint;
 use crate::data_dir::{self, DirLock};
-use crate::queue::{QueueCommand, Queues, Reply, Wakers};
+use crate::queue::{QueueCommand, Queues, Reply};
 use crate::reader::{self, Readers};
 use crate::schema;
 use crate::writer::{AppendJob, DeleteJob, Job, Writer};
@@ -39,7 +40,8 @@ pub struct EmbeddedStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     head: watch::Receiver<Position>,
     readers: Arc<Readers>,
-    wakers: Arc<Wakers>,
+    /// Tickets naming parked long polls.
+    tickets: AtomicU64,
     clock: Arc<dyn Clock>,
     payload_locks: LocalPayloadLocks,
     path: PathBuf,
@@ -77,8 +79,7 @@ impl EmbeddedStore {
         schema::configure(&conn, durability)
             .map_err(|e| Error::Storage(format!("cannot configure {shown}: {e}")))?;
         schema::migrate(&mut conn).map_err(|e| Error::Storage(format!("{shown}: {e}")))?;
-        let wakers = Arc::new(Wakers::default());
-        let queues = Queues::load(&conn, queue_defaults, wakers.clone(), clock.now())
+        let queues = Queues::load(&conn, queue_defaults, clock.now())
             .map_err(|e| Error::Storage(format!("cannot read the queues of {shown}: {e}")))?;
         let (head_tx, head) = watch::channel(Position::START);
         let (deadline_tx, deadline) = watch::channel(None);
@@ -103,7 +104,7 @@ impl EmbeddedStore {
             writer: Mutex::new(Some(handle)),
             head,
             readers: Arc::new(Readers::new(path.clone(), durability)),
-            wakers,
+            tickets: AtomicU64::new(0),
             clock,
             payload_locks: LocalPayloadLocks::default(),
             path,
@@ -324,39 +325,51 @@ impl QueueStore for EmbeddedStore {
         .await
     }
 
-    /// Long polls wait on the queue's notifier, which the writer signals
-    /// after committing a message that is visible at once, and the timer
-    /// thread's sweeps signal when a delay or lease ends.
+    /// A long poll that finds nothing parks in the writer, which serves it
+    /// inside the commit that makes a message visible (an enqueue, a nack,
+    /// the timer's sweep when a delay or lease ends). When its wait is over
+    /// it asks the writer to unpark it: the writer answers with nothing, or
+    /// with what a commit delivered to it meanwhile, so nothing is leased to
+    /// a caller that stopped waiting.
     async fn dequeue(&self, queue: &QueueName, options: DequeueOptions) -> Result<Vec<Delivery>> {
-        let give_up = self.clock.now().saturating_add(options.wait);
-        let notify = (!options.wait.is_zero()).then(|| self.wakers.of(queue.as_str()));
-        loop {
-            // Registered before looking, so a wake-up between the look and
-            // the wait is not lost.
-            let woken = notify.as_ref().map(|n| {
-                let mut woken = Box::pin(n.clone().notified_owned());
-                woken.as_mut().enable();
-                woken
-            });
-            let queue = queue.clone();
-            let deliveries = self
+        let queue = queue.clone();
+        if options.wait.is_zero() {
+            return self
                 .queue(|reply| QueueCommand::Dequeue {
                     queue,
                     options,
+                    park: None,
                     reply,
                 })
-                .await?;
-            let Some(woken) = woken else {
-                return Ok(deliveries);
-            };
-            if !deliveries.is_empty() || self.clock.now() >= give_up {
-                return Ok(deliveries);
-            }
-            tokio::select! {
-                () = woken => {}
-                () = self.clock.sleep_until(give_up) => return Ok(Vec::new()),
-            }
+                .await;
         }
+        let give_up = self.clock.now().saturating_add(options.wait);
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let stopped = |_| Error::Unavailable("the commit failed or the writer stopped".into());
+        let (reply, mut answer) = oneshot::channel();
+        let park = QueueCommand::Dequeue {
+            queue: queue.clone(),
+            options,
+            park: Some(ticket),
+            reply,
+        };
+        // No sender is held while parked, so closing the store is not kept
+        // waiting for long polls: the writer stops and drops their replies.
+        self.sender()?
+            .send(Job::Queue(park))
+            .await
+            .map_err(|_| Error::Unavailable("the store is closed".into()))?;
+        tokio::select! {
+            answered = &mut answer => return answered.map_err(stopped)?,
+            () = self.clock.sleep_until(give_up) => {}
+        }
+        if let Ok(jobs) = self.sender() {
+            // If the writer is gone, so is the parked reply: `answer` fails.
+            let _ = jobs
+                .send(Job::Queue(QueueCommand::Unpark { queue, ticket }))
+                .await;
+        }
+        answer.await.map_err(stopped)?
     }
 
     async fn ack(&self, queue: &QueueName, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {

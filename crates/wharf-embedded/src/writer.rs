@@ -195,7 +195,7 @@ impl Writer {
                     let next = self.queues.next_deadline();
                     std::mem::replace(d, next) != next
                 });
-                self.queues.wake();
+                self.queues.forget_wakes();
                 pending.into_iter().for_each(Pending::send);
                 // Full means a nudge is already waiting.
                 let _ = self.checkpoint.try_send(());
@@ -242,7 +242,7 @@ impl Writer {
             let job = match job {
                 Job::Queue(command) => {
                     let (answer, failed) = self.queues.apply(&tx, command, now);
-                    pending.push(Pending::Queue(answer));
+                    pending.extend(answer.map(Pending::Queue));
                     if let Some(e) = failed {
                         return Err(e);
                     }
@@ -289,6 +289,11 @@ impl Writer {
                 }
             };
             pending.push(Pending::Append(job.reply, result));
+        }
+        let (served, failed) = self.queues.serve_parked(&tx, now);
+        pending.extend(served.into_iter().map(Pending::Queue));
+        if let Some(e) = failed {
+            return Err(e);
         }
         self.queues.flush_counters(&tx)?;
         tx.commit()?;

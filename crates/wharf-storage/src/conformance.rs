@@ -178,6 +178,8 @@ macro_rules! queue_store_conformance {
             long_poll_is_woken_by_a_delay_passing,
             long_poll_is_woken_by_a_nack,
             a_long_poll_that_loses_the_race_for_a_message_keeps_waiting,
+            a_long_poll_whose_caller_went_away_takes_nothing,
+            a_long_poll_that_gives_up_leaves_the_next_message_visible,
             stats_count_exactly_after_a_scripted_sequence,
             list_queues_returns_every_queue_with_settings_and_stats,
             redrive_moves_dead_letters_back_to_the_end_of_their_original_queues,

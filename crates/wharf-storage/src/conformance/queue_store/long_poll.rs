@@ -111,3 +111,37 @@ pub async fn a_long_poll_that_loses_the_race_for_a_message_keeps_waiting(
     let got = within(loser, "the second long poll after a second enqueue").await;
     assert_eq!(datas(&got), ["two"]);
 }
+
+pub async fn a_long_poll_whose_caller_went_away_takes_nothing(
+    queues: &Arc<dyn QueueStore>,
+    _: &ManualClock,
+) {
+    create(queues, "jobs", QueueSettings::default()).await;
+    let abandoned = spawn_long_poll(queues, "jobs", Duration::from_secs(20)).await;
+    abandoned.abort();
+    let _ = abandoned.await;
+    settle().await;
+    enqueue_data(queues, "jobs", "m").await;
+    // Nothing was leased to the poll that is gone: the message is visible,
+    // on its first delivery.
+    let got = dequeue_one(queues, "jobs", Duration::from_secs(30)).await;
+    assert_eq!((data(&got), got.delivery_attempt), ("m".to_owned(), 1));
+    let s = stats(queues, "jobs").await;
+    assert_eq!((s.visible, s.in_flight, s.deliveries), (0, 1, 1), "{s:?}");
+}
+
+pub async fn a_long_poll_that_gives_up_leaves_the_next_message_visible(
+    queues: &Arc<dyn QueueStore>,
+    clock: &ManualClock,
+) {
+    create(queues, "jobs", QueueSettings::default()).await;
+    for round in 0..3 {
+        let waiting = spawn_long_poll(queues, "jobs", Duration::from_secs(1)).await;
+        clock.advance(Duration::from_secs(1));
+        let got = within(waiting, "long poll whose wait passed").await;
+        assert!(got.is_empty(), "round {round}: {got:?}");
+    }
+    enqueue_data(queues, "jobs", "m").await;
+    let s = stats(queues, "jobs").await;
+    assert_eq!((s.visible, s.in_flight), (1, 0), "{s:?}");
+}
