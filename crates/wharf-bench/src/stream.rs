@@ -27,7 +27,7 @@ use crate::harness::{BenchConfig, BenchResult, Harness, Measurement};
 
 const EVENT_BYTES: usize = 1024;
 /// The durability of the embedded store every row of this suite runs on.
-pub const DURABILITY: &str = "fsync per commit (WAL, synchronous=FULL)";
+pub const DURABILITY: &str = "fdatasync per commit (SQLite WAL)";
 
 /// Where appends and reads go: the engine in this process, or a server.
 #[derive(Clone)]

@@ -86,6 +86,7 @@ impl EmbeddedStore {
         let checkpoint = checkpoint::spawn(&path, durability)?;
         let writer = Writer::new(
             conn,
+            durability,
             clock.clone(),
             head_tx,
             queues,

@@ -13,7 +13,7 @@ use super::engine::{Target, config, filesystem};
 
 pub const SYSTEM: &str = "wharf";
 pub const DURABILITY: &str =
-    "gRPC loopback; payload: fdatasync + dir fsync; event: SQLite WAL fsync per commit (full)";
+    "gRPC loopback; payload: fdatasync + dir fsync; event: SQLite WAL fdatasync per commit (full)";
 
 /// Starts a server with its data in `dir/grpc`, on free loopback ports.
 pub async fn start_server(dir: &Path) -> anyhow::Result<Server> {

@@ -17,12 +17,12 @@ use crate::physical::{self, CasShape};
 
 const WHARF: &str = "wharf";
 const MACHINE: &str = "machine";
-const FS: &str = "payload: fdatasync + dir fsync; event: SQLite WAL fsync per commit (full)";
-const COMMIT: &str = "SQLite WAL fsync per commit (full)";
+const FS: &str = "payload: fdatasync + dir fsync; event: SQLite WAL fdatasync per commit (full)";
+const COMMIT: &str = "SQLite WAL fdatasync per commit (full)";
 const CAS: &str = "fdatasync+dir-fsync";
 const READ: &str = "n/a (read, warm page cache)";
 const S3: &str =
-    "payload: s3s-fs on loopback (no fsync); event: SQLite WAL fsync per commit (full)";
+    "payload: s3s-fs on loopback (no fsync); event: SQLite WAL fdatasync per commit (full)";
 const S3_READ: &str = "n/a (read from s3s-fs, warm page cache)";
 
 const CAS_MS: Key = Key::new("cas_write_5mib", MACHINE, CAS, "ms");

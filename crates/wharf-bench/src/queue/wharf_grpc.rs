@@ -34,7 +34,7 @@ use super::peer::{Consumer, Peer, Producer, Received};
 use crate::harness::Harness;
 
 pub const SYSTEM: &str = "wharf";
-pub const DURABILITY: &str = "embedded SQLite WAL, fsync per commit (group commit)";
+pub const DURABILITY: &str = "embedded SQLite WAL, fdatasync per group commit";
 
 const QUEUE: &str = "wharf-bench-queue";
 /// Longer than any run, so nothing is redelivered while a run is under way.
