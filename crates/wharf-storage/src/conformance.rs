@@ -146,6 +146,7 @@ macro_rules! queue_store_conformance {
             operations_on_a_missing_queue_are_not_found,
             message_ids_are_unique_and_time_ordered,
             delivery_carries_the_message_as_enqueued,
+            a_large_batch_enqueues_every_message_whole_and_in_order,
             dequeue_returns_visible_messages_in_enqueue_order,
             a_redelivered_message_goes_before_newer_ones,
             batch_dequeue_returns_at_most_max_messages,

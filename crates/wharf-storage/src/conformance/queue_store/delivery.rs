@@ -49,6 +49,67 @@ pub async fn delivery_carries_the_message_as_enqueued(
     assert!(!d.receipt.as_str().is_empty());
 }
 
+pub async fn a_large_batch_enqueues_every_message_whole_and_in_order(
+    queues: &Arc<dyn QueueStore>,
+    clock: &ManualClock,
+) {
+    // Long enough to span several of a backend's multi-row statements and
+    // leave a remainder; every message differs in data, metadata and
+    // content type, one in ten is delayed, and one dedup id repeats.
+    let batch: Vec<NewMessage> = (0..67u32)
+        .map(|i| {
+            let m = NewMessage::new(format!("m{i}").repeat(i as usize % 7 + 1))
+                .with_metadata("i", i.to_string())
+                .with_content_type(format!("text/x-{i}"));
+            match i {
+                _ if i % 10 == 3 => m.with_delay(Duration::from_secs(5)),
+                40 | 41 => m.with_dedup_id("twice"),
+                _ => m,
+            }
+        })
+        .collect();
+    let enqueued = queues.enqueue(&q("jobs"), batch.clone()).await.unwrap();
+    assert_eq!(enqueued.len(), 67, "one outcome per message, in order");
+    assert!(enqueued[41].duplicate && enqueued[41].message_id == enqueued[40].message_id);
+    assert!(enqueued.iter().filter(|e| e.duplicate).count() == 1);
+
+    let check = |got: &[Delivery], wanted: Vec<u32>| {
+        let got: Vec<_> = got
+            .iter()
+            .map(|d| {
+                (
+                    d.message_id,
+                    d.data.clone(),
+                    d.metadata.clone(),
+                    d.content_type.clone(),
+                )
+            })
+            .collect();
+        let wanted: Vec<_> = wanted
+            .into_iter()
+            .map(|i| {
+                let m = &batch[i as usize];
+                let id = enqueued[i as usize].message_id;
+                (
+                    id,
+                    m.data.clone(),
+                    m.metadata.clone(),
+                    m.content_type.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(got, wanted);
+    };
+    let visible = dequeue(queues, "jobs", 100, Duration::from_secs(30)).await;
+    check(
+        &visible,
+        (0..67).filter(|i| i % 10 != 3 && *i != 41).collect(),
+    );
+    clock.advance(Duration::from_secs(5));
+    let delayed = dequeue(queues, "jobs", 100, Duration::from_secs(30)).await;
+    check(&delayed, (0..67).filter(|i| i % 10 == 3).collect());
+}
+
 pub async fn dequeue_returns_visible_messages_in_enqueue_order(
     queues: &Arc<dyn QueueStore>,
     _: &ManualClock,
