@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -12,6 +13,7 @@ use wharf_core::{
 };
 use wharf_storage::AppendRequest;
 
+use crate::checkpoint::{self, Checkpoints};
 use crate::queue::{Answer, QueueCommand, Queues};
 use wharf_storage::codec::{encode_metadata, reference_columns};
 
@@ -20,6 +22,13 @@ use wharf_storage::codec::{encode_metadata, reference_columns};
 const MAX_GROUP: usize = 1024;
 /// Most payload bytes one transaction carries.
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
+/// Past about this many WAL bytes since its last checkpoint, the writer
+/// checkpoints itself, however far behind the checkpoint thread is: the
+/// bound on the WAL (plus one group).
+const WAL_BUDGET: usize = 48 * 1024 * 1024;
+/// WAL bytes a group is reckoned to write beside its payloads (the pages of
+/// state, indexes and deletions it rewrites).
+const GROUP_PAGES: usize = 32 * 1024;
 /// Streams whose id and version the writer remembers; past this the cache
 /// starts over, costing one indexed lookup per stream.
 const STREAM_CACHE: usize = 100_000;
@@ -99,8 +108,11 @@ pub(crate) struct Writer {
     queues: Queues,
     /// The next time a queue message becomes visible; the timer waits for it.
     deadline: watch::Sender<Option<Timestamp>>,
-    /// Tells the checkpoint thread there are new WAL frames.
-    checkpoint: std::sync::mpsc::SyncSender<()>,
+    /// The checkpoint thread: nudged after commits; says when it caught up.
+    checkpoints: Checkpoints,
+    /// An estimate of the WAL bytes written since the writer's last
+    /// checkpoint: payload bytes plus [`GROUP_PAGES`] per group.
+    unchecked: usize,
     next_position: u64,
     last_created_at: Timestamp,
     streams: HashMap<String, StreamState>,
@@ -121,7 +133,7 @@ impl Writer {
         head: watch::Sender<Position>,
         queues: Queues,
         deadline: watch::Sender<Option<Timestamp>>,
-        checkpoint: std::sync::mpsc::SyncSender<()>,
+        checkpoints: Checkpoints,
     ) -> rusqlite::Result<Self> {
         // Checkpoints run on their own thread; see `checkpoint`.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -136,7 +148,8 @@ impl Writer {
             head,
             queues,
             deadline,
-            checkpoint,
+            checkpoints,
+            unchecked: 0,
             next_position: 0,
             last_created_at: Timestamp::EPOCH,
             streams: HashMap::new(),
@@ -179,11 +192,29 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.unchecked += bytes + GROUP_PAGES;
             self.commit_group(&mut group);
         }
     }
 
+    /// A PASSIVE checkpoint on the writer's connection, between groups.
+    fn checkpoint(&mut self) {
+        if let Err(e) = checkpoint::passive(&self.conn) {
+            tracing::warn!(error = %e, "the writer's WAL checkpoint failed");
+        }
+        self.unchecked = 0;
+    }
+
     fn commit_group(&mut self, group: &mut Vec<Job>) {
+        if self.checkpoints.caught_up.swap(false, Ordering::Acquire) {
+            // The checkpoint thread copied all it saw: copy what committed
+            // since, so this group starts the WAL over (see `checkpoint`).
+            self.checkpoint();
+        } else if self.unchecked > WAL_BUDGET {
+            // The checkpoint thread is falling behind (starved of CPU or
+            // disk): copy everything here rather than let the WAL grow.
+            self.checkpoint();
+        }
         let now = self.clock.now().max(self.last_created_at);
         let mut staged = Staged {
             next_position: self.next_position,
@@ -207,7 +238,7 @@ impl Writer {
                 self.queues.forget_wakes();
                 pending.into_iter().for_each(Pending::send);
                 // Full means a nudge is already waiting.
-                let _ = self.checkpoint.try_send(());
+                let _ = self.checkpoints.nudge.try_send(());
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed");
