@@ -26,6 +26,10 @@ const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 /// checkpoints itself, however far behind the checkpoint thread is: the
 /// bound on the WAL (plus one group).
 const WAL_BUDGET: usize = 48 * 1024 * 1024;
+/// The writer's own checkpoint stalls its next group by two flushes, so it
+/// catches up with the checkpoint thread only once about this many WAL
+/// bytes were written since its last one.
+const CATCH_UP_AFTER: usize = 16 * 1024 * 1024;
 /// WAL bytes a group is reckoned to write beside its payloads (the pages of
 /// state, indexes and deletions it rewrites).
 const GROUP_PAGES: usize = 32 * 1024;
@@ -206,7 +210,9 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: &mut Vec<Job>) {
-        if self.checkpoints.caught_up.swap(false, Ordering::Acquire) {
+        if self.unchecked > CATCH_UP_AFTER
+            && self.checkpoints.caught_up.swap(false, Ordering::Acquire)
+        {
             // The checkpoint thread copied all it saw: copy what committed
             // since, so this group starts the WAL over (see `checkpoint`).
             self.checkpoint();
