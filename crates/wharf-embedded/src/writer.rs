@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
-use wharf_core::Durability;
 use wharf_core::{
-    AppendOutcome, AppendResult, Clock, Error, ExpectedVersion, NewEvent, Position, Result,
-    StreamName, Timestamp,
+    AppendOutcome, AppendResult, Clock, Durability, Error, ExpectedVersion, NewEvent, Position,
+    Result, StreamName, Timestamp,
 };
 use wharf_storage::AppendRequest;
 
