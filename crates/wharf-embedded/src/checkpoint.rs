@@ -56,15 +56,30 @@ pub(crate) fn spawn(path: &Path, durability: Durability) -> Result<Checkpoints> 
     Ok(Checkpoints { nudge, caught_up })
 }
 
-/// Runs a PASSIVE checkpoint on `conn`: whether it copied every frame.
-pub(crate) fn passive(conn: &Connection) -> rusqlite::Result<bool> {
+/// What a PASSIVE checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Copied {
+    /// Every frame of a WAL that had some.
+    All,
+    /// What readers' snapshots allowed, or nothing was there to copy.
+    Some,
+    /// Nothing: another checkpoint was running.
+    Busy,
+}
+
+/// Runs a PASSIVE checkpoint on `conn` (it never waits).
+pub(crate) fn passive(conn: &Connection) -> rusqlite::Result<Copied> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         let (busy, log, copied) = (
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, i64>(2)?,
         );
-        Ok(busy == 0 && log > 0 && log == copied)
+        Ok(match busy {
+            0 if log > 0 && log == copied => Copied::All,
+            0 => Copied::Some,
+            _ => Copied::Busy,
+        })
     })
 }
 
@@ -73,8 +88,8 @@ fn run(conn: &Connection, nudged: &Receiver<()>, caught_up: &AtomicBool) {
         std::thread::sleep(COALESCE);
         let closing = matches!(nudged.try_recv(), Err(TryRecvError::Disconnected));
         match passive(conn) {
-            Ok(true) => caught_up.store(true, Ordering::Release),
-            Ok(false) => {}
+            Ok(Copied::All) => caught_up.store(true, Ordering::Release),
+            Ok(Copied::Some | Copied::Busy) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next commit");
             }

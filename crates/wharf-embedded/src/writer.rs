@@ -12,7 +12,7 @@ use wharf_core::{
 };
 use wharf_storage::AppendRequest;
 
-use crate::checkpoint::{self, Checkpoints};
+use crate::checkpoint::{self, Checkpoints, Copied};
 use crate::queue::{Answer, QueueCommand, Queues};
 use wharf_storage::codec::{encode_metadata, reference_columns};
 
@@ -24,7 +24,7 @@ const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 /// Past about this many WAL bytes since its last checkpoint, the writer
 /// checkpoints itself, however far behind the checkpoint thread is: the
 /// bound on the WAL (plus one group).
-const WAL_BUDGET: usize = 48 * 1024 * 1024;
+const WAL_BUDGET: usize = 32 * 1024 * 1024;
 /// The writer's own checkpoint stalls its next group by two flushes, so it
 /// catches up with the checkpoint thread only once about this many WAL
 /// bytes were written since its last one.
@@ -201,11 +201,19 @@ impl Writer {
     }
 
     /// A PASSIVE checkpoint on the writer's connection, between groups.
+    /// When the checkpoint thread is running one, the next group tries
+    /// again; otherwise the count starts over, also when readers kept some
+    /// frames from being copied (trying at every group would flush at every
+    /// group).
     fn checkpoint(&mut self) {
-        if let Err(e) = checkpoint::passive(&self.conn) {
-            tracing::warn!(error = %e, "the writer's WAL checkpoint failed");
+        match checkpoint::passive(&self.conn) {
+            Ok(Copied::Busy) => {}
+            Ok(Copied::All | Copied::Some) => self.unchecked = 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "the writer's WAL checkpoint failed");
+                self.unchecked = 0;
+            }
         }
-        self.unchecked = 0;
     }
 
     fn commit_group(&mut self, group: &mut Vec<Job>) {
