@@ -440,11 +440,16 @@ impl Queues {
                     }
                 }
             }
-            if self.parked.get(&queue).is_some_and(VecDeque::is_empty) {
-                self.parked.remove(&queue);
-            }
+            self.forget_if_unparked(&queue);
         }
         (answers, None)
+    }
+
+    /// Drops `queue`'s entry of long polls once none waits.
+    fn forget_if_unparked(&mut self, queue: &QueueName) {
+        if self.parked.get(queue).is_some_and(VecDeque::is_empty) {
+            self.parked.remove(queue);
+        }
     }
 
     /// Runs one command inside the open transaction. The answer, if the
@@ -505,9 +510,7 @@ impl Queues {
                     let at = w.iter().position(|p| p.ticket == ticket)?;
                     w.remove(at)
                 });
-                if self.parked.get(&queue).is_some_and(VecDeque::is_empty) {
-                    self.parked.remove(&queue);
-                }
+                self.forget_if_unparked(&queue);
                 (
                     found.map(|p| Answer::Delivered(p.reply, Ok(Vec::new()))),
                     None,
