@@ -114,7 +114,7 @@ pub(crate) struct Writer {
     /// The checkpoint thread: nudged after commits; says when it caught up.
     checkpoints: Checkpoints,
     /// An estimate of the WAL bytes written since the writer's last
-    /// checkpoint: payload bytes plus [`GROUP_PAGES`] per group.
+    /// checkpoint: payload bytes plus [`GROUP_PAGES`] per group that changed rows.
     unchecked: usize,
     next_position: u64,
     last_created_at: Timestamp,
@@ -195,7 +195,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.unchecked += bytes + GROUP_PAGES;
+            self.unchecked += bytes;
             self.commit_group(&mut group);
         }
     }
@@ -283,6 +283,7 @@ impl Writer {
         staged: &mut Staged,
         pending: &mut Vec<Pending>,
     ) -> rusqlite::Result<()> {
+        let changes = self.conn.total_changes();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -350,8 +351,13 @@ impl Writer {
         }
         self.queues.flush_counters(&tx)?;
         tx.commit()?;
-        if let Some(wal) = &mut self.wal {
-            wal.flush()?;
+        // A group that changed no row (empty or parked polls, statistics,
+        // unparking) wrote no frame: nothing to flush or checkpoint.
+        if self.conn.total_changes() != changes {
+            self.unchecked += GROUP_PAGES;
+            if let Some(wal) = &mut self.wal {
+                wal.flush()?;
+            }
         }
         Ok(())
     }
