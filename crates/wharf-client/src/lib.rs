@@ -73,14 +73,17 @@
 //! ```
 #![warn(missing_docs)]
 
+mod enqueue_stream;
 mod payloads;
 mod queues;
 
 pub use payloads::{CleanupReport, FetchedPayload, PayloadLocator, PayloadStats};
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use self::enqueue_stream::EnqueueStream;
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 use wharf_core::{
@@ -122,6 +125,8 @@ pub struct Client {
     payloads: PayloadsClient<Channel>,
     /// Reads, subscriptions and dequeues ask for references, not data.
     payload_references: bool,
+    /// Where [`Client::enqueue`] pipelines small messages; shared by clones.
+    enqueue_stream: Arc<EnqueueStream>,
 }
 
 /// How to connect: see [`Client::builder`].
@@ -214,6 +219,7 @@ impl Client {
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
             payload_references: false,
+            enqueue_stream: Arc::default(),
         }
     }
 

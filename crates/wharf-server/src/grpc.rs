@@ -6,6 +6,7 @@
 //! of many large events holds a bounded amount of memory. Requests that ask
 //! for payload references read the storage port directly and fetch nothing.
 
+mod enqueue_stream;
 mod outbox;
 pub mod payloads;
 pub mod queues;

@@ -4,8 +4,9 @@
 //! PostgreSQL schema, from one node or several.
 //!
 //! - Enqueue: `enqueue`; a batch is one `enqueue_batch` of 100. Producers share one
-//!   HTTP/2 connection per node, so `enqueue_single_c32` is 32 concurrent requests on it
-//!   (on several nodes, producer `i` uses node `i mod nodes`).
+//!   client per node, whose single enqueues go on one `EnqueueStream`, so
+//!   `enqueue_single_c32` keeps 32 requests in flight on that stream, each answered once
+//!   durable (on several nodes, producer `i` uses node `i mod nodes`).
 //! - Receive: `dequeue` with `max_messages` up to 100 and the workload's wait as long poll,
 //!   each consumer on its own connection (on several nodes, the `i`-th consumer of a run
 //!   connects to node `i mod nodes`).

@@ -1,17 +1,19 @@
 //! The gRPC `wharf.v1.Queues` service over the engine.
 
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use wharf::{DequeueOptions, QueueCreated, Receipt, Wharf};
 use wharf_proto::convert::{self, duration};
 use wharf_proto::status::{to_rpc_status, to_status};
 use wharf_proto::v1::{
     AckRequest, AckResponse, AckResult, CreateQueueRequest, CreateQueueResponse,
     DeleteQueueRequest, DeleteQueueResponse, DequeueRequest, DequeueResponse, EnqueueRequest,
-    EnqueueResponse, ExtendRequest, ExtendResponse, ListQueuesRequest, ListQueuesResponse,
-    NackRequest, NackResponse, PurgeRequest, PurgeResponse, RedriveRequest, RedriveResponse,
-    StatsRequest, StatsResponse, queues_server::Queues,
+    EnqueueResponse, EnqueueStreamRequest, ExtendRequest, ExtendResponse, ListQueuesRequest,
+    ListQueuesResponse, NackRequest, NackResponse, PurgeRequest, PurgeResponse, RedriveRequest,
+    RedriveResponse, StatsRequest, StatsResponse, queues_server::Queues,
 };
+
+use super::enqueue_stream::{self, AnswerStream};
 
 /// The service; one per server, shared by every connection.
 #[derive(Clone)]
@@ -66,6 +68,19 @@ impl Queues for QueuesService {
         Ok(Response::new(EnqueueResponse {
             messages: enqueued.into_iter().map(Into::into).collect(),
         }))
+    }
+
+    type EnqueueStreamStream = AnswerStream;
+
+    async fn enqueue_stream(
+        &self,
+        request: Request<Streaming<EnqueueStreamRequest>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        Ok(Response::new(enqueue_stream::serve(
+            self.wharf.clone(),
+            request.into_inner(),
+            self.shutdown.clone(),
+        )))
     }
 
     async fn dequeue(
