@@ -124,6 +124,24 @@ pub(crate) enum Answer {
     Counted(Reply<u64>, Result<u64>),
 }
 
+/// The answers to long polls served by a transaction.
+#[derive(Default)]
+pub(crate) struct Served {
+    /// Deliveries only of messages the same transaction enqueued: they may
+    /// be sent once it commits, before its flush. Were the commit lost in
+    /// a crash, the messages would be lost with their leases, and their
+    /// enqueues were never acknowledged (those wait for the flush), so no
+    /// promise is broken: the consumer saw a message that, as far as any
+    /// producer was told, was never enqueued. Acknowledging it is a later
+    /// transaction, flushed after this one. This is what RabbitMQ and
+    /// JetStream do for every delivery; here only for these, because a
+    /// lost lease of an older message would lose a delivery attempt from
+    /// its count.
+    pub(crate) at_commit: Vec<Answer>,
+    /// Everything else: sent after the flush.
+    pub(crate) after_flush: Vec<Answer>,
+}
+
 impl Answer {
     pub(crate) fn send(self) {
         match self {
@@ -405,12 +423,17 @@ impl Queues {
     /// message enqueued to a waiting consumer is delivered by the commit
     /// that enqueued it, one disk flush instead of two. A database error
     /// (the second value) fails the transaction.
+    ///
+    /// An answer that delivers only messages enqueued by this transaction
+    /// (seq `fresh_from` or later) may go out as soon as it commits, before
+    /// its flush; see [`Served::at_commit`].
     pub(crate) fn serve_parked(
         &mut self,
         conn: &Connection,
         now: Timestamp,
-    ) -> (Vec<Answer>, Option<rusqlite::Error>) {
-        let mut answers = Vec::new();
+        fresh_from: u64,
+    ) -> (Served, Option<rusqlite::Error>) {
+        let mut served = Served::default();
         // Serving may dead-letter, which wakes the dead-letter queue: the
         // list grows while it is walked.
         let mut i = 0;
@@ -428,21 +451,37 @@ impl Queues {
                 if parked.reply.is_closed() {
                     continue;
                 }
-                match self.dequeue(conn, &queue, parked.options, now.as_micros()) {
-                    Ok(deliveries) => answers.push(Answer::Delivered(parked.reply, Ok(deliveries))),
+                match self.take(conn, &queue, parked.options, now.as_micros()) {
+                    Ok((deliveries, oldest)) => {
+                        let answer = Answer::Delivered(parked.reply, Ok(deliveries));
+                        if oldest.is_some_and(|seq| seq >= fresh_from) {
+                            served.at_commit.push(answer);
+                        } else {
+                            served.after_flush.push(answer);
+                        }
+                    }
                     Err(QueueFailure::Caller(e)) => {
-                        answers.push(Answer::Delivered(parked.reply, Err(e)));
+                        served
+                            .after_flush
+                            .push(Answer::Delivered(parked.reply, Err(e)));
                     }
                     Err(QueueFailure::Sqlite(e)) => {
                         let failed = Err(Error::Storage(String::new()));
-                        answers.push(Answer::Delivered(parked.reply, failed));
-                        return (answers, Some(e));
+                        served
+                            .after_flush
+                            .push(Answer::Delivered(parked.reply, failed));
+                        return (served, Some(e));
                     }
                 }
             }
             self.forget_if_unparked(&queue);
         }
-        (answers, None)
+        (served, None)
+    }
+
+    /// The seq the next enqueued message gets.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Drops `queue`'s entry of long polls once none waits.
@@ -870,6 +909,19 @@ impl Queues {
         options: DequeueOptions,
         now: i64,
     ) -> Step<Vec<Delivery>> {
+        self.take(conn, queue, options, now)
+            .map(|(deliveries, _)| deliveries)
+    }
+
+    /// A dequeue, with the lowest seq it delivered (its deliveries are in
+    /// seq order).
+    fn take(
+        &mut self,
+        conn: &Connection,
+        queue: &QueueName,
+        options: DequeueOptions,
+        now: i64,
+    ) -> Step<(Vec<Delivery>, Option<u64>)> {
         self.promote(conn, queue, now)?;
         let key = self.key.clone();
         let q = self.existing(queue)?;
@@ -891,9 +943,9 @@ impl Queues {
             q.waiting.insert((visible_at, seq));
             q.leased += 1;
         }
-        if taken.is_empty() {
-            return Ok(Vec::new());
-        }
+        let Some(&(oldest, _)) = taken.first() else {
+            return Ok((Vec::new(), None));
+        };
         q.counters.deliveries += taken.len() as u64;
         q.counters_dirty = true;
 
@@ -953,7 +1005,7 @@ impl Queues {
                 return Err(missing_rows(first, last));
             }
         }
-        Ok(out)
+        Ok((out, Some(oldest)))
     }
 
     /// The message a receipt names, if the receipt is its current delivery.
@@ -1367,7 +1419,97 @@ fn receipt_key(conn: &Connection) -> rusqlite::Result<ReceiptKey> {
 
 #[cfg(test)]
 mod tests {
-    use super::runs;
+    use std::time::Duration;
+
+    use rusqlite::Connection;
+    use tokio::sync::oneshot;
+    use wharf_core::{
+        Delivery, DequeueOptions, Durability, NewMessage, QueueSettings, Result, Timestamp,
+    };
+
+    use super::{QueueCommand, Queues, runs};
+    use crate::schema;
+
+    const NOW: Timestamp = Timestamp::from_micros(1_000_000);
+    const LATER: Timestamp = Timestamp::from_micros(3_000_000);
+
+    /// A store with the queue `jobs`, empty.
+    fn open() -> (Connection, Queues) {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::configure(&conn, Durability::Relaxed).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let mut queues = Queues::load(&conn, QueueSettings::default(), NOW).unwrap();
+        let (reply, _created) = oneshot::channel();
+        let create = QueueCommand::Create {
+            queue: "jobs".parse().unwrap(),
+            settings: QueueSettings::default(),
+            reply,
+        };
+        run(&mut queues, &conn, create, NOW);
+        (conn, queues)
+    }
+
+    /// Runs `command` at `now` as the writer would, answering at once.
+    fn run(queues: &mut Queues, conn: &Connection, command: QueueCommand, now: Timestamp) {
+        let (answer, failed) = queues.apply(conn, command, now);
+        assert!(failed.is_none());
+        answer.into_iter().for_each(super::Answer::send);
+    }
+
+    fn enqueue(queues: &mut Queues, conn: &Connection, message: NewMessage, now: Timestamp) {
+        let (reply, _answer) = oneshot::channel();
+        let command = QueueCommand::Enqueue {
+            queue: "jobs".parse().unwrap(),
+            messages: vec![message],
+            reply,
+        };
+        run(queues, conn, command, now);
+    }
+
+    /// Parks a long poll of one message on the empty `jobs`; its answer
+    /// comes on the returned receiver.
+    fn park(queues: &mut Queues, conn: &Connection) -> oneshot::Receiver<Result<Vec<Delivery>>> {
+        let (reply, answer) = oneshot::channel();
+        let command = QueueCommand::Dequeue {
+            queue: "jobs".parse().unwrap(),
+            options: DequeueOptions::default(),
+            park: Some(1),
+            reply,
+        };
+        run(queues, conn, command, NOW);
+        answer
+    }
+
+    /// What a transaction at `now` that enqueues one message serves: answers at
+    /// commit, answers after the flush.
+    fn enqueue_and_serve(queues: &mut Queues, conn: &Connection, now: Timestamp) -> (usize, usize) {
+        let fresh_from = queues.next_seq();
+        enqueue(queues, conn, NewMessage::new("new"), now);
+        let (served, failed) = queues.serve_parked(conn, now, fresh_from);
+        assert!(failed.is_none());
+        (served.at_commit.len(), served.after_flush.len())
+    }
+
+    #[test]
+    fn a_long_poll_served_only_messages_of_its_transaction_is_answered_at_commit() {
+        let (conn, mut queues) = open();
+        let _poll = park(&mut queues, &conn);
+        assert_eq!(enqueue_and_serve(&mut queues, &conn, NOW), (1, 0));
+    }
+
+    #[test]
+    fn a_long_poll_served_an_older_message_waits_for_the_flush() {
+        let (conn, mut queues) = open();
+        let delayed = NewMessage {
+            delay: Duration::from_secs(1),
+            ..NewMessage::new("old")
+        };
+        enqueue(&mut queues, &conn, delayed, NOW);
+        queues.forget_wakes();
+        let _poll = park(&mut queues, &conn);
+        // By LATER the delayed message is due and goes first.
+        assert_eq!(enqueue_and_serve(&mut queues, &conn, LATER), (0, 1));
+    }
 
     #[test]
     fn runs_group_consecutive_seqs() {

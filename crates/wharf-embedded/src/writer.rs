@@ -284,6 +284,7 @@ impl Writer {
         pending: &mut Vec<Pending>,
     ) -> rusqlite::Result<()> {
         let changes = self.conn.total_changes();
+        let fresh_from = self.queues.next_seq();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -344,13 +345,20 @@ impl Writer {
             };
             pending.push(Pending::Append(job.reply, result));
         }
-        let (served, failed) = self.queues.serve_parked(&tx, now);
-        pending.extend(served.into_iter().map(Pending::Queue));
-        if let Some(e) = failed {
+        let (served, failed) = self.queues.serve_parked(&tx, now, fresh_from);
+        pending.extend(served.after_flush.into_iter().map(Pending::Queue));
+        let committed = match failed {
+            Some(e) => {
+                drop(tx); // rolls back
+                Err(e)
+            }
+            None => self.queues.flush_counters(&tx).and_then(|()| tx.commit()),
+        };
+        if let Err(e) = committed {
+            pending.extend(served.at_commit.into_iter().map(Pending::Queue));
             return Err(e);
         }
-        self.queues.flush_counters(&tx)?;
-        tx.commit()?;
+        served.at_commit.into_iter().for_each(Answer::send);
         // A group that changed no row (empty or parked polls, statistics,
         // unparking) wrote no frame: nothing to flush or checkpoint.
         if self.conn.total_changes() != changes {
