@@ -35,6 +35,9 @@ const NODES: usize = 3;
 /// The node killed halfway; the follower runs on another.
 const VICTIM: usize = 2;
 const PRODUCERS: usize = 3;
+/// The producer that enqueues one message at a time (on the enqueue
+/// stream of the node that is killed); the others enqueue batches.
+const SINGLE_PRODUCER: usize = VICTIM;
 const BATCHES: usize = 30;
 const BATCH: usize = 5;
 const CONSUMERS: usize = 4;
@@ -190,16 +193,36 @@ async fn three_nodes_share_one_database_and_bucket_and_survive_losing_one() {
                 // Retried on another node when this one dies; the dedup id
                 // keeps a batch that did commit from being enqueued twice.
                 let started = Instant::now();
-                let enqueued = loop {
-                    match cluster
-                        .client(p)
-                        .enqueue_batch(&queue, messages.clone())
-                        .await
-                    {
-                        Ok(e) => break e,
-                        Err(e) => {
-                            assert!(started.elapsed() < DEADLINE, "producer {p}: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                let enqueued = if p == SINGLE_PRODUCER {
+                    // One message at a time, all in flight on the client's
+                    // enqueue stream (the large ones as calls of their own).
+                    let singles = messages.iter().map(|message| {
+                        let (cluster, queue) = (&cluster, &queue);
+                        async move {
+                            loop {
+                                match cluster.client(p).enqueue(queue, message.clone()).await {
+                                    Ok(e) => break e,
+                                    Err(e) => {
+                                        assert!(started.elapsed() < DEADLINE, "producer {p}: {e}");
+                                        tokio::time::sleep(Duration::from_millis(100)).await;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                    futures::future::join_all(singles).await
+                } else {
+                    loop {
+                        match cluster
+                            .client(p)
+                            .enqueue_batch(&queue, messages.clone())
+                            .await
+                        {
+                            Ok(e) => break e,
+                            Err(e) => {
+                                assert!(started.elapsed() < DEADLINE, "producer {p}: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
                         }
                     }
                 };

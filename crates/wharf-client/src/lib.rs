@@ -73,10 +73,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod consumer;
 mod enqueue_stream;
 mod payloads;
 mod queues;
 
+pub use consumer::Consumer;
 pub use payloads::{CleanupReport, FetchedPayload, PayloadLocator, PayloadStats};
 
 use std::pin::Pin;

@@ -7,6 +7,8 @@
 mod admin;
 #[path = "queues/bad_input.rs"]
 mod bad_input;
+#[path = "queues/consumer.rs"]
+mod consumer;
 #[path = "queues/enqueue_stream.rs"]
 mod enqueue_stream;
 mod support;

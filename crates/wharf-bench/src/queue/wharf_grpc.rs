@@ -7,9 +7,11 @@
 //!   client per node, whose single enqueues go on one `EnqueueStream`, so
 //!   `enqueue_single_c32` keeps 32 requests in flight on that stream, each answered once
 //!   durable (on several nodes, producer `i` uses node `i mod nodes`).
-//! - Receive: `dequeue` with `max_messages` up to 100 and the workload's wait as long poll,
-//!   each consumer on its own connection (on several nodes, the `i`-th consumer of a run
-//!   connects to node `i mod nodes`).
+//! - Receive: a [`wharf_client::Consumer`], which dequeues with `max_messages` up to 100
+//!   and the workload's wait as long poll, one call ahead (the prefetch that the JetStream
+//!   and RabbitMQ consumers have too: a batch is on its way while the previous one is
+//!   acknowledged); each consumer on its own connection (on several nodes, the `i`-th
+//!   consumer of a run connects to node `i mod nodes`).
 //! - Ack: one `ack_batch` with the batch's receipts, kept in flight while the consumer
 //!   dequeues its next batch (AMQP and JetStream acknowledgements are one-way messages;
 //!   this is the same overlap with every outcome still checked). The next ack, or
@@ -172,6 +174,7 @@ impl Peer for WharfGrpc {
         Ok(WharfConsumer {
             client: connect(&node.url).await?,
             queue: self.queue.clone(),
+            receiving: None,
             acking: None,
         })
     }
@@ -223,6 +226,8 @@ impl Producer for WharfProducer {
 pub struct WharfConsumer {
     client: Client,
     queue: QueueName,
+    /// The consumer for the options of the last receive.
+    receiving: Option<(DequeueOptions, wharf_client::Consumer)>,
     /// The acknowledgement in flight, if any; it yields when it was confirmed.
     acking: Option<tokio::task::JoinHandle<anyhow::Result<Instant>>>,
 }
@@ -264,7 +269,17 @@ impl Consumer for WharfConsumer {
             max_messages: u32::try_from(max)?,
             wait,
         };
-        let deliveries = self.client.dequeue(&self.queue, options).await?;
+        let consumer = match self.receiving.take() {
+            Some((same, consumer)) if same == options => consumer,
+            other => {
+                if let Some((_, consumer)) = other {
+                    consumer.close().await?;
+                }
+                self.client.consumer(&self.queue, options)
+            }
+        };
+        let consumer = &mut self.receiving.insert((options, consumer)).1;
+        let deliveries = consumer.next().await?;
         let (payloads, receipts) = deliveries.into_iter().map(|d| (d.data, d.receipt)).unzip();
         Ok(Received {
             payloads,
@@ -284,6 +299,9 @@ impl Consumer for WharfConsumer {
     }
 
     async fn close(mut self) -> anyhow::Result<()> {
+        if let Some((_, consumer)) = self.receiving.take() {
+            consumer.close().await?;
+        }
         self.confirmed().await.map(drop)
     }
 }
