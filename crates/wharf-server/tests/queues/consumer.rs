@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use wharf_client::Consumer;
 use wharf_core::{DequeueOptions, NewMessage, QueueName};
 
 use super::q;
@@ -37,6 +38,19 @@ async fn in_flight(r: &Running, queue: &QueueName, n: u64) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A server whose queue `jobs` held "a", and a long-polling consumer that
+/// has taken it (its call ahead now waits).
+async fn long_polling_after_taking_a() -> (Running, QueueName, Consumer) {
+    let r = start().await;
+    let jobs = q("jobs");
+    enqueue(&r, &jobs, "a").await;
+    let mut consumer = r
+        .client
+        .consumer(&jobs, one_at_a_time(Duration::from_secs(20)));
+    assert_eq!(data(&consumer.next().await.unwrap()), [b"a"]);
+    (r, jobs, consumer)
 }
 
 fn data(batch: &[wharf_core::Delivery]) -> Vec<&[u8]> {
@@ -84,13 +98,7 @@ async fn closing_gives_the_batch_fetched_ahead_back() {
 
 #[tokio::test]
 async fn closing_cancels_a_waiting_call_ahead_which_takes_nothing() {
-    let r = start().await;
-    let jobs = q("jobs");
-    enqueue(&r, &jobs, "a").await;
-    let mut consumer = r
-        .client
-        .consumer(&jobs, one_at_a_time(Duration::from_secs(20)));
-    assert_eq!(data(&consumer.next().await.unwrap()), [b"a"]);
+    let (r, jobs, mut consumer) = long_polling_after_taking_a().await;
     let started = Instant::now();
     consumer.close().await.unwrap();
     assert!(
@@ -109,13 +117,7 @@ async fn closing_cancels_a_waiting_call_ahead_which_takes_nothing() {
 
 #[tokio::test]
 async fn a_message_enqueued_while_the_caller_works_waits_in_the_call_ahead() {
-    let r = start().await;
-    let jobs = q("jobs");
-    enqueue(&r, &jobs, "a").await;
-    let mut consumer = r
-        .client
-        .consumer(&jobs, one_at_a_time(Duration::from_secs(20)));
-    assert_eq!(data(&consumer.next().await.unwrap()), [b"a"]);
+    let (r, jobs, mut consumer) = long_polling_after_taking_a().await;
     enqueue(&r, &jobs, "b").await;
     // Delivered to the call ahead: leased before the caller asks again.
     in_flight(&r, &jobs, 2).await;
