@@ -98,7 +98,7 @@ async fn closing_gives_the_batch_fetched_ahead_back() {
 
 #[tokio::test]
 async fn closing_cancels_a_waiting_call_ahead_which_takes_nothing() {
-    let (r, jobs, mut consumer) = long_polling_after_taking_a().await;
+    let (r, jobs, consumer) = long_polling_after_taking_a().await;
     let started = Instant::now();
     consumer.close().await.unwrap();
     assert!(
