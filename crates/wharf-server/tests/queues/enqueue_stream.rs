@@ -216,3 +216,34 @@ async fn a_client_opens_a_new_stream_when_the_server_comes_back() {
     assert_eq!(data, vec![b"first".to_vec(), b"second".to_vec()]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_oversized_frame_ends_the_stream_after_answering_what_came_before() {
+    let r = start().await;
+    let request = |data: Vec<u8>| v1::EnqueueStreamRequest {
+        queue: "jobs".into(),
+        message: Some(v1::NewMessage {
+            data: data.into(),
+            ..v1::NewMessage::default()
+        }),
+    };
+    let requests = vec![
+        request(b"first".to_vec()),
+        request(vec![b'x'; 40 * 1024 * 1024]),
+        request(b"third".to_vec()),
+    ];
+    let mut answers = r
+        .raw()
+        .await
+        .enqueue_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().unwrap().outcome;
+    assert!(matches!(first, Some(Outcome::Enqueued(_))), "{first:?}");
+    let broken = answers.message().await.unwrap_err();
+    assert_eq!(broken.code(), Code::OutOfRange, "{broken:?}");
+    assert!(broken.message().contains("too large"), "{broken:?}");
+    // Nothing after the oversized frame was read, so nothing was enqueued.
+    assert_eq!(drain(&r.client, &q("jobs")).await, vec![b"first".to_vec()]);
+}
