@@ -60,6 +60,8 @@ impl Client {
     /// client and its clones share, so many enqueues in flight at once
     /// cost a frame each, not a call each; larger ones go as a call of
     /// their own. Either way this returns once the message is durable.
+    /// Dropping the returned future does not take back a message already
+    /// sent on the stream: it may still be enqueued.
     ///
     /// # Errors
     /// `InvalidArgument` for a message over the inline limit or malformed
