@@ -7,7 +7,7 @@ use tonic::Code;
 use wharf_core::{DequeueOptions, Error, Limits, NewMessage};
 use wharf_proto::v1::{self, enqueue_stream_response::Outcome};
 
-use super::support::{start, start_with};
+use super::support::{Running, start, start_with};
 use super::{invalid_argument, q, take};
 
 /// Every message of `queue`, dequeued 100 at a time until it is empty.
@@ -20,6 +20,19 @@ async fn drain(client: &wharf_client::Client, queue: &wharf_core::QueueName) -> 
         }
         data.extend(batch.into_iter().map(|d| d.data.to_vec()));
     }
+}
+
+/// Sends `requests` on one raw `EnqueueStream` call; its answers.
+async fn raw_stream(
+    r: &Running,
+    requests: Vec<v1::EnqueueStreamRequest>,
+) -> tonic::Streaming<v1::EnqueueStreamResponse> {
+    r.raw()
+        .await
+        .enqueue_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 #[tokio::test]
@@ -134,13 +147,7 @@ async fn the_raw_stream_answers_each_request_in_order_with_its_outcome() {
             }),
         },
     ];
-    let mut answers = r
-        .raw()
-        .await
-        .enqueue_stream(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut answers = raw_stream(&r, requests).await;
     let mut outcomes = Vec::new();
     while let Some(answer) = answers.message().await.unwrap() {
         outcomes.push(answer.outcome.expect("every answer has an outcome"));
@@ -232,13 +239,7 @@ async fn an_oversized_frame_ends_the_stream_after_answering_what_came_before() {
         request(vec![b'x'; 40 * 1024 * 1024]),
         request(b"third".to_vec()),
     ];
-    let mut answers = r
-        .raw()
-        .await
-        .enqueue_stream(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut answers = raw_stream(&r, requests).await;
     let first = answers.message().await.unwrap().unwrap().outcome;
     assert!(matches!(first, Some(Outcome::Enqueued(_))), "{first:?}");
     let broken = answers.message().await.unwrap_err();
