@@ -18,9 +18,9 @@
 //! growing it.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -38,6 +38,10 @@ pub(crate) struct Checkpoints {
     pub(crate) nudge: SyncSender<()>,
     /// Set when a checkpoint copied every frame it saw.
     pub(crate) caught_up: Arc<AtomicBool>,
+    /// Held while a checkpoint runs, by the thread or by the writer: a
+    /// writer whose WAL is over budget waits here for the thread's
+    /// checkpoint to end instead of finding SQLite's checkpoint lock taken.
+    pub(crate) running: Arc<Mutex<()>>,
 }
 
 /// Starts the checkpoint thread for the database at `path`.
@@ -48,12 +52,17 @@ pub(crate) fn spawn(path: &Path, durability: Durability) -> Result<Checkpoints> 
         .map_err(|e| Error::Storage(format!("cannot open {shown} for checkpoints: {e}")))?;
     let (nudge, nudged) = sync_channel(1);
     let caught_up = Arc::new(AtomicBool::new(false));
-    let signal = caught_up.clone();
+    let running = Arc::new(Mutex::new(()));
+    let (signal, lock) = (caught_up.clone(), running.clone());
     std::thread::Builder::new()
         .name("wharf-checkpoint".into())
-        .spawn(move || run(&conn, &nudged, &signal))
+        .spawn(move || run(&conn, &nudged, &signal, &lock))
         .map_err(|e| Error::Storage(format!("cannot start the checkpoint thread: {e}")))?;
-    Ok(Checkpoints { nudge, caught_up })
+    Ok(Checkpoints {
+        nudge,
+        caught_up,
+        running,
+    })
 }
 
 /// What a PASSIVE checkpoint did.
@@ -83,11 +92,15 @@ pub(crate) fn passive(conn: &Connection) -> rusqlite::Result<Copied> {
     })
 }
 
-fn run(conn: &Connection, nudged: &Receiver<()>, caught_up: &AtomicBool) {
+fn run(conn: &Connection, nudged: &Receiver<()>, caught_up: &AtomicBool, running: &Mutex<()>) {
     while nudged.recv().is_ok() {
         std::thread::sleep(COALESCE);
         let closing = matches!(nudged.try_recv(), Err(TryRecvError::Disconnected));
-        match passive(conn) {
+        let copied = {
+            let _running = running.lock().unwrap_or_else(PoisonError::into_inner);
+            passive(conn)
+        };
+        match copied {
             Ok(Copied::All) => caught_up.store(true, Ordering::Release),
             Ok(Copied::Some | Copied::Busy) => {}
             Err(e) => {

@@ -1,9 +1,12 @@
 //! The writer thread: group commit of appends and queue operations.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::ffi::c_int;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, TryLockError};
 
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
 use wharf_core::{
@@ -21,17 +24,15 @@ use wharf_storage::codec::{encode_metadata, reference_columns};
 const MAX_GROUP: usize = 1024;
 /// Most payload bytes one transaction carries.
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
-/// Past about this many WAL bytes since its last checkpoint, the writer
-/// checkpoints itself, however far behind the checkpoint thread is: the
-/// bound on the WAL (plus one group).
+/// Past this many WAL bytes since its last checkpoint, the writer
+/// checkpoints itself before its next group, first waiting for a
+/// checkpoint of the checkpoint thread to end if one is running: the bound
+/// on the WAL (plus one group).
 const WAL_BUDGET: usize = 32 * 1024 * 1024;
 /// The writer's own checkpoint stalls its next group by two flushes, so it
 /// catches up with the checkpoint thread only once about this many WAL
 /// bytes were written since its last one.
 const CATCH_UP_AFTER: usize = 16 * 1024 * 1024;
-/// WAL bytes a group is reckoned to write beside its payloads (the pages of
-/// state, indexes and deletions it rewrites).
-const GROUP_PAGES: usize = 32 * 1024;
 /// Streams whose id and version the writer remembers; past this the cache
 /// starts over, costing one indexed lookup per stream.
 const STREAM_CACHE: usize = 100_000;
@@ -113,9 +114,14 @@ pub(crate) struct Writer {
     deadline: watch::Sender<Option<Timestamp>>,
     /// The checkpoint thread: nudged after commits; says when it caught up.
     checkpoints: Checkpoints,
-    /// An estimate of the WAL bytes written since the writer's last
-    /// checkpoint: payload bytes plus [`GROUP_PAGES`] per group that changed rows.
+    /// WAL bytes written since the writer's last checkpoint, counted from
+    /// the frames SQLite reports at each commit.
     unchecked: usize,
+    /// Frames in the WAL after the last commit; fewer after the next one
+    /// means the WAL started over.
+    wal_frames: usize,
+    /// Bytes of one WAL frame's page.
+    page_size: usize,
     next_position: u64,
     last_created_at: Timestamp,
     streams: HashMap<String, StreamState>,
@@ -138,8 +144,12 @@ impl Writer {
         deadline: watch::Sender<Option<Timestamp>>,
         checkpoints: Checkpoints,
     ) -> rusqlite::Result<Self> {
-        // Checkpoints run on their own thread; see `checkpoint`.
+        // Checkpoints run on their own thread; see `checkpoint`. Turning
+        // automatic checkpoints off replaces the WAL hook, so the hook that
+        // counts frames goes in after.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.wal_hook(Some(note_wal_frames));
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let wal = match durability {
             Durability::Full => Some(WalSync::new(&conn)?),
             Durability::Relaxed => None,
@@ -153,6 +163,8 @@ impl Writer {
             deadline,
             checkpoints,
             unchecked: 0,
+            wal_frames: 0,
+            page_size: usize::try_from(page_size).unwrap_or(4096),
             next_position: 0,
             last_created_at: Timestamp::EPOCH,
             streams: HashMap::new(),
@@ -195,17 +207,25 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.unchecked += bytes;
             self.commit_group(&mut group);
         }
     }
 
     /// A PASSIVE checkpoint on the writer's connection, between groups.
-    /// When the checkpoint thread is running one, the next group tries
-    /// again; otherwise the count starts over, also when readers kept some
-    /// frames from being copied (trying at every group would flush at every
-    /// group).
-    fn checkpoint(&mut self) {
+    /// With `wait`, a checkpoint the checkpoint thread is running is waited
+    /// for first; without, the writer gives up if one is. The count starts
+    /// over also when readers kept some frames from being copied (trying at
+    /// every group would flush at every group).
+    fn checkpoint(&mut self, wait: bool) {
+        let running = self.checkpoints.running.clone();
+        let _running = match running.try_lock() {
+            Ok(held) => held,
+            Err(TryLockError::Poisoned(held)) => held.into_inner(),
+            Err(TryLockError::WouldBlock) if wait => {
+                running.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+            Err(TryLockError::WouldBlock) => return,
+        };
         match checkpoint::passive(&self.conn) {
             Ok(Copied::Busy) => {}
             Ok(Copied::All | Copied::Some) => self.unchecked = 0,
@@ -217,16 +237,16 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: &mut Vec<Job>) {
-        if self.unchecked > CATCH_UP_AFTER
+        if self.unchecked > WAL_BUDGET {
+            // The checkpoint thread is falling behind (starved of CPU or
+            // disk): copy everything here rather than let the WAL grow.
+            self.checkpoint(true);
+        } else if self.unchecked > CATCH_UP_AFTER
             && self.checkpoints.caught_up.swap(false, Ordering::Acquire)
         {
             // The checkpoint thread copied all it saw: copy what committed
             // since, so this group starts the WAL over (see `checkpoint`).
-            self.checkpoint();
-        } else if self.unchecked > WAL_BUDGET {
-            // The checkpoint thread is falling behind (starved of CPU or
-            // disk): copy everything here rather than let the WAL grow.
-            self.checkpoint();
+            self.checkpoint(false);
         }
         let now = self.clock.now().max(self.last_created_at);
         let mut staged = Staged {
@@ -362,13 +382,30 @@ impl Writer {
         // A group that changed no row (empty or parked polls, statistics,
         // unparking) wrote no frame: nothing to flush or checkpoint.
         if self.conn.total_changes() != changes {
-            self.unchecked += GROUP_PAGES;
+            let frames = WAL_FRAMES.get();
+            // Fewer frames than after the last commit: the WAL started over.
+            let written = frames.checked_sub(self.wal_frames).unwrap_or(frames);
+            self.unchecked += written * self.page_size;
+            self.wal_frames = frames;
             if let Some(wal) = &mut self.wal {
                 wal.flush()?;
             }
         }
         Ok(())
     }
+}
+
+thread_local! {
+    /// Frames in the WAL after the writer thread's last commit, as SQLite
+    /// reports them to [`note_wal_frames`] (its hook takes no state of its own).
+    static WAL_FRAMES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The writer connection's WAL hook: SQLite calls it after each commit,
+/// on the committing thread, with the frames now in the WAL.
+fn note_wal_frames(_: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(usize::try_from(frames).unwrap_or(0));
+    Ok(())
 }
 
 /// Why one job failed: its own fault, or the database's.

@@ -19,11 +19,12 @@ const WRITERS: usize = 4;
 const BATCH: usize = 16;
 const MESSAGE_BYTES: usize = 4096;
 const TOTAL_BYTES: u64 = 256 * 1024 * 1024;
-/// Half of what the load writes. The writer checkpoints by itself past
-/// about 32 MiB by its reckoning (it undercounts pages rewritten), or at the
-/// next group after a checkpoint of the checkpoint thread that holds the
-/// lock meanwhile: well under this even on a loaded machine.
-const WAL_LIMIT: u64 = 128 * 1024 * 1024;
+/// A quarter of what the load writes. The writer checkpoints by itself
+/// once 32 MiB of WAL frames were written since its last checkpoint,
+/// waiting for one of the checkpoint thread to end if it must, so the WAL
+/// stays near that however far the checkpoint thread falls behind (CI runs
+/// this beside other tests on two cores).
+const WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_write_load_keeps_the_wal_bounded() {
