@@ -187,8 +187,12 @@ impl<'a> Harness<'a> {
     }
 
     /// Async variant of [`Harness::measure_many`].
+    ///
+    /// `family` is what the rows' workload names start with: `--only` selects the runs
+    /// when it is part of `system/family`.
     pub fn measure_many_async<F, Fut>(
         &mut self,
+        family: &str,
         system: &str,
         durability: &str,
         run: F,
@@ -197,7 +201,7 @@ impl<'a> Harness<'a> {
         F: FnMut() -> Fut,
         Fut: Future<Output = anyhow::Result<Vec<Measurement>>>,
     {
-        if !self.config.wants(system, "") {
+        if !self.config.wants(system, family) {
             return Ok(());
         }
         self.measure_many_async_selected(system, durability, run)
@@ -702,6 +706,12 @@ mod tests {
             Ok(vec![Measurement::new("p50", "us", 1.0)])
         })
         .unwrap();
+        for family in ["dequeue_depth", "latency"] {
+            h.measure_many_async(family, "wharf", "n/a", || async move {
+                Ok(vec![Measurement::new(format!("{family}_p50"), "us", 1.0)])
+            })
+            .unwrap();
+        }
         h.note("enqueue", "wharf", "skipped rows take no notes")
             .unwrap();
         let ran: Vec<(String, String)> = h
@@ -709,7 +719,13 @@ mod tests {
             .into_iter()
             .map(|r| (r.system, r.workload))
             .collect();
-        assert_eq!(ran, [("wharf".to_owned(), "dequeue_ack".to_owned())]);
+        assert_eq!(
+            ran,
+            [
+                ("wharf".to_owned(), "dequeue_ack".to_owned()),
+                ("wharf".to_owned(), "dequeue_depth_p50".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -169,43 +169,29 @@ fn measure_appends(
 ) -> anyhow::Result<()> {
     let batches = config.pick(600, 200);
     let mut run_no = 0usize;
-    h.measure_many_async(system, durability, || {
+    let workload = format!("append_batch100x1KiB_1client_{via}");
+    h.measure_many_async(&workload, system, durability, || {
         run_no += 1;
-        let target = target.clone();
+        let (target, workload) = (target.clone(), workload.clone());
         let run = format!("{via}-b1-{run_no}");
         async move {
             let eps = append_load(&target, &run, 1, batches, 100).await?;
             Ok(vec![
-                Measurement::new(
-                    format!("append_batch100x1KiB_1client_{via}"),
-                    "events/s",
-                    eps,
-                ),
-                Measurement::new(
-                    format!("append_batch100x1KiB_1client_{via}"),
-                    "MB/s",
-                    mb_per_s(eps),
-                ),
+                Measurement::new(workload.clone(), "events/s", eps),
+                Measurement::new(workload, "MB/s", mb_per_s(eps)),
             ])
         }
     })?;
-    h.measure_many_async(system, durability, || {
+    let workload = format!("append_batch100x1KiB_4clients_{via}");
+    h.measure_many_async(&workload, system, durability, || {
         run_no += 1;
-        let target = target.clone();
+        let (target, workload) = (target.clone(), workload.clone());
         let run = format!("{via}-b4-{run_no}");
         async move {
             let eps = append_load(&target, &run, 4, batches / 4, 100).await?;
             Ok(vec![
-                Measurement::new(
-                    format!("append_batch100x1KiB_4clients_{via}"),
-                    "events/s",
-                    eps,
-                ),
-                Measurement::new(
-                    format!("append_batch100x1KiB_4clients_{via}"),
-                    "MB/s",
-                    mb_per_s(eps),
-                ),
+                Measurement::new(workload.clone(), "events/s", eps),
+                Measurement::new(workload, "MB/s", mb_per_s(eps)),
             ])
         }
     })?;

@@ -49,7 +49,7 @@ pub fn measure(h: &mut Harness<'_>, config: &BenchConfig) -> anyhow::Result<()> 
         anyhow::Ok((shallow, deep))
     })?;
 
-    let measured = h.measure_many_async("wharf", DURABILITY, || {
+    let measured = h.measure_many_async("dequeue_ack_depth", "wharf", DURABILITY, || {
         let (shallow, deep, queue, payload) = (
             shallow.clone(),
             deep.clone(),

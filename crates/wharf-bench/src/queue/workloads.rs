@@ -25,6 +25,8 @@ pub const SINGLE_IN_FLIGHT: usize = 32;
 pub const DRAIN_CONSUMERS: usize = 4;
 /// Producer rate of the latency workload, messages per second.
 pub const LATENCY_RATE: u32 = 2_000;
+/// What the latency workload's rows are named after (`--only wharf/latency` selects them).
+const LATENCY_FAMILY: &str = "latency_2000";
 /// The rows of the latency workload, in µs.
 pub const LATENCY_WORKLOADS: [&str; 3] =
     ["latency_2000_p50", "latency_2000_p99", "latency_2000_p999"];
@@ -139,7 +141,7 @@ pub fn measure_latency<P: Peer>(
     peer: &P,
 ) -> anyhow::Result<()> {
     let payloads = Payloads::new();
-    h.measure_many_async(system, durability, || {
+    h.measure_many_async(LATENCY_FAMILY, system, durability, || {
         let (peer, payloads) = (peer.clone(), payloads.clone());
         async move {
             let [p50, p99, p999] =
