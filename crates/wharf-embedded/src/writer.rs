@@ -114,8 +114,8 @@ pub(crate) struct Writer {
     deadline: watch::Sender<Option<Timestamp>>,
     /// The checkpoint thread: nudged after commits; says when it caught up.
     checkpoints: Checkpoints,
-    /// WAL bytes written since the writer's last checkpoint, counted from
-    /// the frames SQLite reports at each commit.
+    /// WAL bytes written since the writer's last checkpoint or the WAL's
+    /// last restart, counted from the frames SQLite reports at each commit.
     unchecked: usize,
     /// Frames in the WAL after the last commit; fewer after the next one
     /// means the WAL started over.
@@ -383,9 +383,14 @@ impl Writer {
         // unparking) wrote no frame: nothing to flush or checkpoint.
         if self.conn.total_changes() != changes {
             let frames = WAL_FRAMES.get();
-            // Fewer frames than after the last commit: the WAL started over.
-            let written = frames.checked_sub(self.wal_frames).unwrap_or(frames);
-            self.unchecked += written * self.page_size;
+            match frames.checked_sub(self.wal_frames) {
+                Some(more) => self.unchecked += more * self.page_size,
+                // Fewer frames than after the last commit: the WAL started
+                // over, every earlier frame checkpointed, so only this
+                // commit's frames are unchecked (a light load restarts it
+                // by itself and the writer need not checkpoint at all).
+                None => self.unchecked = frames * self.page_size,
+            }
             self.wal_frames = frames;
             if let Some(wal) = &mut self.wal {
                 wal.flush()?;
