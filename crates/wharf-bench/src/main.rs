@@ -65,7 +65,8 @@ struct Cli {
 
     /// Run only the workloads whose `system/workload` contains this text, e.g.
     /// `wharf-postgres/dequeue` (for profiling one workload); measurements of several
-    /// figures at once (latency percentiles) are matched by `system/` alone.
+    /// figures at once are matched by what their names start with, e.g.
+    /// `wharf/latency_2000` for the latency percentiles.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
 
