@@ -3,6 +3,13 @@
 //! Each verb lives in its own module; this file only parses the command line,
 //! runs the verb and turns its outcome into an exit code (see [`exit`]).
 
+/// glibc's allocator spends a sixth of the embedded writer's time in
+/// `malloc`/`free` of message-sized blocks; mimalloc drains queues ~20% faster
+/// (docs/decisions.md, "The binaries use mimalloc"). Set here, in the
+/// binary, so that applications embedding the library keep their own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod args;
 mod connect;
 mod exit;
