@@ -24,7 +24,7 @@ use wharf::{
     Config, DequeueOptions, Durability, NewMessage, QueueName, QueueSettings, StorageConfig, Wharf,
 };
 
-use super::wharf_grpc::DURABILITY;
+use super::wharf_grpc::{DURABILITY, SYSTEM};
 use crate::harness::{BenchConfig, Harness, Measurement, random_bytes};
 
 const MESSAGE_BYTES: usize = 100;
@@ -32,8 +32,15 @@ const CYCLE: usize = 10;
 const FILL_BATCH: usize = 1_000;
 const VISIBILITY: Duration = Duration::from_secs(300);
 
-/// Measures both depths, their ratio, and closes the engines.
+/// What the rows' workload names start with (`--only wharf/dequeue_ack_depth`).
+const FAMILY: &str = "dequeue_ack_depth";
+
+/// Measures both depths, their ratio, and closes the engines. Nothing at all, not even
+/// the fill, when `--only` selects none of the rows.
 pub fn measure(h: &mut Harness<'_>, config: &BenchConfig) -> anyhow::Result<()> {
+    if !config.wants(SYSTEM, FAMILY) {
+        return Ok(());
+    }
     let (deep_depth, deep_name) = config.pick((1_000_000, "1m"), (100_000, "100k"));
     let messages_per_run = config.pick(10_000, 2_000);
     let payload = Bytes::from(random_bytes(0xDE97, MESSAGE_BYTES));
@@ -49,7 +56,7 @@ pub fn measure(h: &mut Harness<'_>, config: &BenchConfig) -> anyhow::Result<()> 
         anyhow::Ok((shallow, deep))
     })?;
 
-    let measured = h.measure_many_async("dequeue_ack_depth", "wharf", DURABILITY, || {
+    let measured = h.measure_many_async(FAMILY, SYSTEM, DURABILITY, || {
         let (shallow, deep, queue, payload) = (
             shallow.clone(),
             deep.clone(),
