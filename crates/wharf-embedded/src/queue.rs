@@ -117,6 +117,9 @@ pub(crate) enum Answer {
     Created(Reply<QueueCreated>, Result<QueueCreated>),
     Enqueued(Reply<Vec<Enqueued>>, Result<Vec<Enqueued>>),
     Delivered(Reply<Vec<Delivery>>, Result<Vec<Delivery>>),
+    /// Deliveries of `queue` that took messages: given back if their
+    /// dequeue is gone by the time they are sent (see [`Orphans`]).
+    Served(QueueName, Reply<Vec<Delivery>>, Vec<Delivery>),
     Acked(Reply<Vec<Result<()>>>, Result<Vec<Result<()>>>),
     Done(Reply<()>, Result<()>),
     Stats(Reply<QueueStats>, Result<QueueStats>),
@@ -142,9 +145,23 @@ pub(crate) struct Served {
     pub(crate) after_flush: Vec<Answer>,
 }
 
+/// Deliveries whose dequeue was gone when they were sent (its caller
+/// cancelled it, as a consumer closing while its long poll is served
+/// does), with their queue: the writer gives them back, visible again at
+/// once, rather than leave them invisible until their visibility timeout.
+pub(crate) type Orphans = (QueueName, Vec<Delivery>);
+
 impl Answer {
-    pub(crate) fn send(self) {
+    /// Sends the answer; returns the deliveries nobody took.
+    #[must_use]
+    pub(crate) fn send(self) -> Option<Orphans> {
         match self {
+            Self::Served(queue, r, deliveries) => {
+                return r
+                    .send(Ok(deliveries))
+                    .err()
+                    .and_then(|unsent| unsent.ok().map(|deliveries| (queue, deliveries)));
+            }
             Self::Created(r, v) => drop(r.send(v)),
             Self::Enqueued(r, v) => drop(r.send(v)),
             Self::Delivered(r, v) => drop(r.send(v)),
@@ -154,6 +171,7 @@ impl Answer {
             Self::Listed(r, v) => drop(r.send(v)),
             Self::Counted(r, v) => drop(r.send(v)),
         }
+        None
     }
 
     /// The same answer with `error` instead: its transaction did not commit.
@@ -161,7 +179,7 @@ impl Answer {
         match self {
             Self::Created(r, _) => drop(r.send(Err(error))),
             Self::Enqueued(r, _) => drop(r.send(Err(error))),
-            Self::Delivered(r, _) => drop(r.send(Err(error))),
+            Self::Delivered(r, _) | Self::Served(_, r, _) => drop(r.send(Err(error))),
             Self::Acked(r, _) => drop(r.send(Err(error))),
             Self::Done(r, _) => drop(r.send(Err(error))),
             Self::Stats(r, _) => drop(r.send(Err(error))),
@@ -453,7 +471,7 @@ impl Queues {
                 }
                 match self.take(conn, &queue, parked.options, now.as_micros()) {
                     Ok((deliveries, oldest)) => {
-                        let answer = Answer::Delivered(parked.reply, Ok(deliveries));
+                        let answer = Answer::Served(queue.clone(), parked.reply, deliveries);
                         if oldest.is_some_and(|seq| seq >= fresh_from) {
                             served.at_commit.push(answer);
                         } else {
@@ -540,6 +558,9 @@ impl Queues {
                     };
                     self.parked.entry(queue).or_default().push_back(parked);
                     (None, None)
+                }
+                (Ok(deliveries), _) if !deliveries.is_empty() => {
+                    (Some(Answer::Served(queue, reply, deliveries)), None)
                 }
                 (dequeued, _) => run!(Delivered, reply, dequeued),
             },
@@ -1453,7 +1474,9 @@ mod tests {
     fn run(queues: &mut Queues, conn: &Connection, command: QueueCommand, now: Timestamp) {
         let (answer, failed) = queues.apply(conn, command, now);
         assert!(failed.is_none());
-        answer.into_iter().for_each(super::Answer::send);
+        if let Some(answer) = answer {
+            let _ = answer.send();
+        }
     }
 
     fn enqueue(queues: &mut Queues, conn: &Connection, message: NewMessage, now: Timestamp) {

@@ -486,3 +486,68 @@ impl Drop for EmbeddedStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+    use wharf_core::{DequeueOptions, Durability, NewMessage, QueueName, QueueSettings};
+    use wharf_storage::QueueStore;
+    use wharf_storage::conformance::test_clock;
+
+    use super::EmbeddedStore;
+    use crate::queue::QueueCommand;
+    use crate::writer::Job;
+
+    /// A dequeue whose caller is gone by the time the writer answers it
+    /// (a consumer closed while its long poll was served) took a message:
+    /// the writer gives it back, visible at once, instead of leaving it
+    /// invisible until its visibility timeout.
+    #[tokio::test]
+    async fn a_delivery_nobody_waits_for_is_given_back_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            EmbeddedStore::open(dir.path(), Durability::Relaxed, Arc::new(test_clock())).unwrap();
+        let queue: QueueName = "orphans".parse().unwrap();
+        store
+            .create_queue(&queue, &QueueSettings::default())
+            .await
+            .unwrap();
+        let message = NewMessage::new(&b"lost?"[..]);
+        store.enqueue(&queue, vec![message]).await.unwrap();
+
+        let (reply, gone) = oneshot::channel();
+        drop(gone);
+        let dequeue = QueueCommand::Dequeue {
+            queue: queue.clone(),
+            options: DequeueOptions::default(),
+            park: None,
+            reply,
+        };
+        store
+            .sender()
+            .unwrap()
+            .send(Job::Queue(dequeue))
+            .await
+            .unwrap();
+
+        // A long poll: the give-back may come a group after this dequeue's
+        // first look (the clock is manual, so only the give-back ends it).
+        let waiting = DequeueOptions {
+            wait: Duration::from_secs(20),
+            ..DequeueOptions::default()
+        };
+        let again = tokio::time::timeout(Duration::from_secs(10), store.dequeue(&queue, waiting))
+            .await
+            .expect("the message stayed invisible")
+            .unwrap();
+        assert_eq!(
+            again.len(),
+            1,
+            "visible again before its visibility timeout"
+        );
+        assert_eq!(again[0].delivery_attempt, 2, "the lost delivery counts");
+    }
+}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::ffi::c_int;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, TryLockError};
+use std::time::Duration;
 
 use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -13,10 +14,10 @@ use wharf_core::{
     AppendOutcome, AppendResult, Clock, Durability, Error, ExpectedVersion, NewEvent, Position,
     Result, StreamName, Timestamp,
 };
-use wharf_storage::AppendRequest;
+use wharf_storage::{AppendRequest, ORPHANED};
 
 use crate::checkpoint::{self, Checkpoints, Copied};
-use crate::queue::{Answer, QueueCommand, Queues};
+use crate::queue::{Answer, Orphans, QueueCommand, Queues};
 use wharf_storage::codec::{encode_metadata, reference_columns};
 
 /// Most appends one transaction carries; bounds the latency a large group
@@ -79,12 +80,14 @@ enum Pending {
 }
 
 impl Pending {
-    fn send(self) {
+    /// Sends the answer; returns deliveries nobody took (see [`Orphans`]).
+    fn send(self) -> Option<Orphans> {
         match self {
             Self::Append(reply, result) => drop(reply.send(result)),
             Self::Delete(reply, result) => drop(reply.send(result)),
-            Self::Queue(answer) => answer.send(),
+            Self::Queue(answer) => return answer.send(),
         }
+        None
     }
 
     fn fail(self, error: Error) {
@@ -125,6 +128,9 @@ pub(crate) struct Writer {
     next_position: u64,
     last_created_at: Timestamp,
     streams: HashMap<String, StreamState>,
+    /// Deliveries whose dequeue was gone when they were answered: given
+    /// back by the next group, which runs at once (see [`Orphans`]).
+    orphans: Vec<Orphans>,
 }
 
 /// What a transaction in progress has changed, merged into the writer's
@@ -168,6 +174,7 @@ impl Writer {
             next_position: 0,
             last_created_at: Timestamp::EPOCH,
             streams: HashMap::new(),
+            orphans: Vec::new(),
         };
         writer.reload()?;
         Ok(writer)
@@ -195,9 +202,17 @@ impl Writer {
     /// Serves jobs until every sender is gone, then returns.
     pub(crate) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut group = Vec::with_capacity(MAX_GROUP);
-        while let Some(first) = jobs.blocking_recv() {
-            let mut bytes = first.bytes();
-            group.push(first);
+        loop {
+            // Orphaned deliveries are given back by a group that runs at
+            // once, without waiting for a job.
+            group.extend(self.give_back());
+            if group.is_empty() {
+                match jobs.blocking_recv() {
+                    Some(first) => group.push(first),
+                    None => return,
+                }
+            }
+            let mut bytes: usize = group.iter().map(Job::bytes).sum();
             while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 match jobs.try_recv() {
                     Ok(job) => {
@@ -209,6 +224,25 @@ impl Writer {
             }
             self.commit_group(&mut group);
         }
+    }
+
+    /// Jobs that give the orphaned deliveries back: a nack of each,
+    /// visible again at once (the attempt counts, as it would once its
+    /// visibility timeout ended). Nobody waits for their answers.
+    fn give_back(&mut self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for (queue, deliveries) in self.orphans.drain(..) {
+            jobs.extend(deliveries.into_iter().map(|delivery| {
+                Job::Queue(QueueCommand::Nack {
+                    queue: queue.clone(),
+                    receipt: delivery.receipt,
+                    redeliver_after: Duration::ZERO,
+                    reason: Some(ORPHANED.to_owned()),
+                    reply: oneshot::channel().0,
+                })
+            }));
+        }
+        jobs
     }
 
     /// A PASSIVE checkpoint on the writer's connection, between groups.
@@ -269,7 +303,8 @@ impl Writer {
                     std::mem::replace(d, next) != next
                 });
                 self.queues.forget_wakes();
-                pending.into_iter().for_each(Pending::send);
+                let orphans = pending.into_iter().filter_map(Pending::send);
+                self.orphans.extend(orphans);
                 // Full means a nudge is already waiting.
                 let _ = self.checkpoints.nudge.try_send(());
             }
@@ -378,7 +413,8 @@ impl Writer {
             pending.extend(served.at_commit.into_iter().map(Pending::Queue));
             return Err(e);
         }
-        served.at_commit.into_iter().for_each(Answer::send);
+        let orphans = served.at_commit.into_iter().filter_map(Answer::send);
+        self.orphans.extend(orphans);
         // A group that changed no row (empty or parked polls, statistics,
         // unparking) wrote no frame: nothing to flush or checkpoint.
         if self.conn.total_changes() != changes {

@@ -18,3 +18,8 @@ pub use event_log::{AppendRequest, EventLog, ReadAllPage};
 pub use payload_refs::{LocalPayloadLocks, PayloadGuard, PayloadRefs};
 pub use queue_store::QueueStore;
 pub use subscription::{Subscription, SubscriptionItem};
+
+/// The reason (`LastError`) a backend records when it gives back a delivery
+/// whose dequeue was cancelled before it was answered: the messages are
+/// visible again at once instead of after their visibility timeout.
+pub const ORPHANED: &str = "the dequeue that took it was cancelled before it answered";

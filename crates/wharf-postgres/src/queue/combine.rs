@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 use wharf_core::{
     Delivery, DequeueOptions, Enqueued, Error, NewMessage, QueueName, Result, Timestamp,
 };
+use wharf_storage::ORPHANED;
 use wharf_storage::receipt::ReceiptParts;
 
 use super::Inner;
@@ -385,6 +387,25 @@ impl Inner {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// Gives back `orphans`, deliveries whose dequeue was gone when its
+    /// round answered (its caller cancelled it, as a consumer closing
+    /// while its long poll was being served does): each is visible again
+    /// at once, its attempt counted, rather than invisible to everyone
+    /// until its visibility timeout. A round leaves out dequeues already
+    /// gone when it starts; this covers those that go while it runs.
+    async fn give_back_orphans(&self, queue: &QueueName, orphans: Vec<Delivery>) {
+        for delivery in orphans {
+            let reason = Some(ORPHANED.to_owned());
+            if let Err(e) = self
+                .nack(queue, &delivery.receipt, Duration::ZERO, reason)
+                .await
+            {
+                tracing::warn!(queue = %queue, error = %e,
+                    "could not give back a delivery whose dequeue was cancelled");
+            }
+        }
+    }
+
     /// Enqueues `messages` (none with a dedup id) in the queue's next
     /// round, creating the queue if it does not exist.
     pub(super) async fn put_combined(
@@ -479,7 +500,8 @@ impl Inner {
                     }
                     other => other,
                 };
-                answer(&queue, jobs, answered);
+                let orphans = answer(&queue, jobs, answered);
+                this.give_back_orphans(&queue, orphans).await;
             });
         }
     }
@@ -951,8 +973,10 @@ fn queue_row(rows: Option<Vec<Row>>) -> Step<Option<(Row, i64)>> {
     Ok(id.map(|id| (row, id)))
 }
 
-/// Answers every request of a round.
-fn answer(queue: &QueueName, jobs: Jobs, answered: Result<Answers>) {
+/// Answers every request of a round; returns the deliveries whose
+/// dequeue is gone (see [`Inner::give_back_orphans`]).
+fn answer(queue: &QueueName, jobs: Jobs, answered: Result<Answers>) -> Vec<Delivery> {
+    let mut orphans = Vec::new();
     let Jobs { acks, takes, puts } = jobs;
     match answered {
         Ok(Answers { queue_id: None, .. }) => {
@@ -975,10 +999,13 @@ fn answer(queue: &QueueName, jobs: Jobs, answered: Result<Answers>) {
                 let _ = job.reply.send(Ok(outcome));
             }
             for (job, deliveries) in takes.into_iter().zip(answers.taken) {
-                let _ = job.reply.send(Ok(Taken {
+                let sent = job.reply.send(Ok(Taken {
                     deliveries,
                     dead_due: answers.dead_due,
                 }));
+                if let Err(Ok(taken)) = sent {
+                    orphans.extend(taken.deliveries);
+                }
             }
             for job in puts {
                 let _ = job.reply.send(Ok(()));
@@ -996,6 +1023,7 @@ fn answer(queue: &QueueName, jobs: Jobs, answered: Result<Answers>) {
             }
         }
     }
+    orphans
 }
 
 fn stopped() -> Error {
@@ -1004,7 +1032,77 @@ fn stopped() -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::key_runs;
+    use std::sync::Arc;
+
+    use tokio::sync::oneshot;
+    use wharf_core::{DequeueOptions, NewMessage, QueueName, QueueSettings};
+    use wharf_storage::QueueStore;
+    use wharf_storage::conformance::test_clock;
+
+    use super::{Answers, Jobs, TakeJob, answer, key_runs};
+    use crate::testing::TestSchema;
+
+    /// A consumer that closes while its long poll is being served cancels
+    /// the dequeue after the round took messages for it: the round finds
+    /// the dequeue gone when it answers, and the messages are visible again
+    /// at once instead of after their visibility timeout.
+    #[tokio::test]
+    async fn deliveries_of_a_dequeue_gone_before_its_answer_are_given_back() {
+        let clock = test_clock();
+        let schema = TestSchema::new();
+        let store = schema.open(Arc::new(clock.clone())).await;
+        let queue: QueueName = "orphans".parse().unwrap();
+        store
+            .create_queue(&queue, &QueueSettings::default())
+            .await
+            .unwrap();
+        store
+            .enqueue(&queue, vec![NewMessage::new(&b"lost?"[..])])
+            .await
+            .unwrap();
+        let options = DequeueOptions::default();
+        let taken = store.dequeue(&queue, options).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        let message_id = taken[0].message_id;
+
+        let (gone, dropped) = oneshot::channel();
+        drop(dropped);
+        let (waiting, answered) = oneshot::channel();
+        let jobs = Jobs {
+            acks: Vec::new(),
+            takes: vec![
+                TakeJob {
+                    options,
+                    reply: gone,
+                },
+                TakeJob {
+                    options,
+                    reply: waiting,
+                },
+            ],
+            puts: Vec::new(),
+        };
+        let answers = Answers {
+            queue_id: Some(1),
+            acked: Vec::new(),
+            taken: vec![taken, Vec::new()],
+            dead_due: false,
+            groups: Vec::new(),
+        };
+        let orphans = answer(&queue, jobs, Ok(answers));
+        assert_eq!(orphans.len(), 1, "the gone dequeue's delivery comes back");
+        assert!(answered.await.unwrap().unwrap().deliveries.is_empty());
+
+        store.queues.inner.give_back_orphans(&queue, orphans).await;
+        let again = store.dequeue(&queue, options).await.unwrap();
+        assert_eq!(
+            again.len(),
+            1,
+            "visible again before its visibility timeout"
+        );
+        assert_eq!(again[0].message_id, message_id);
+        assert_eq!(again[0].delivery_attempt, 2);
+    }
 
     #[test]
     fn nearby_keys_share_a_run_and_distant_ones_do_not() {
