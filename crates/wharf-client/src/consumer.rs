@@ -22,8 +22,9 @@ use crate::Client;
 /// gives a batch fetched ahead and not taken back to the queue (each
 /// message visible again at once, its delivery attempt counted). Dropping
 /// the consumer instead cancels the call in flight: a long poll still
-/// waiting takes nothing, but a batch the server had already delivered
-/// stays invisible until its visibility timeout ends.
+/// waiting takes nothing (what the server takes for it as it is cancelled,
+/// the server gives back at once), but a batch whose answer was already on
+/// its way stays invisible until its visibility timeout ends.
 ///
 /// ```no_run
 /// # async fn run(client: wharf_client::Client) -> wharf_core::Result<()> {
@@ -91,8 +92,10 @@ impl Consumer {
     }
 
     /// Stops fetching ahead: a call still waiting is cancelled (it takes
-    /// nothing), and a batch it already received is given back, each
-    /// message visible again at once.
+    /// nothing: what the server took for it as it was cancelled, the
+    /// server gives back), and a batch it already received is given back,
+    /// each message visible again at once. Only an answer in transit at
+    /// the moment of the cancellation waits out its visibility timeout.
     ///
     /// # Errors
     /// The first error giving a message back (its lease was lost, the
