@@ -61,9 +61,11 @@ pub(crate) enum QueueCommand {
         queue: QueueName,
         ticket: u64,
     },
+    /// Receipts are checked by the caller (see [`Queues::receipt_key`]):
+    /// the writer, which every queue operation waits for, only looks up.
     Ack {
         queue: QueueName,
-        receipts: Vec<Receipt>,
+        receipts: Vec<Result<ReceiptParts>>,
         reply: Reply<Vec<Result<()>>>,
     },
     Nack {
@@ -495,6 +497,11 @@ impl Queues {
             self.forget_if_unparked(&queue);
         }
         (served, None)
+    }
+
+    /// The key receipts are issued and checked with.
+    pub(crate) fn receipt_key(&self) -> &ReceiptKey {
+        &self.key
     }
 
     /// The seq the next enqueued message gets.
@@ -1035,6 +1042,11 @@ impl Queues {
             .key
             .check(queue, receipt)
             .map_err(QueueFailure::Caller)?;
+        self.leased_parts(queue, &parts)
+    }
+
+    /// The message a checked receipt names, if it is its current delivery.
+    fn leased_parts(&mut self, queue: &QueueName, parts: &ReceiptParts) -> Step<(u64, Meta)> {
         let q = self.existing(queue)?;
         let lost = |reason: String| {
             QueueFailure::Caller(Error::LeaseLost {
@@ -1065,14 +1077,18 @@ impl Queues {
         &mut self,
         conn: &Connection,
         queue: &QueueName,
-        receipts: &[Receipt],
+        receipts: &[Result<ReceiptParts>],
         now: i64,
     ) -> Step<Vec<Result<()>>> {
         self.promote(conn, queue, now)?;
         let mut out = Vec::with_capacity(receipts.len());
         let mut gone = Vec::with_capacity(receipts.len());
-        for receipt in receipts {
-            let (seq, _) = match self.leased_message(queue, receipt) {
+        for parts in receipts {
+            let found = match parts {
+                Ok(parts) => self.leased_parts(queue, parts),
+                Err(e) => Err(QueueFailure::Caller(e.clone())),
+            };
+            let (seq, _) = match found {
                 Ok(found) => found,
                 Err(QueueFailure::Caller(e)) => {
                     out.push(Err(e));

@@ -15,6 +15,7 @@ use wharf_core::{
     QueueSettings, QueueStats, ReadDirection, Receipt, RecordedEvent, Result, StreamName,
     StreamStart, Timestamp,
 };
+use wharf_storage::receipt::ReceiptKey;
 use wharf_storage::{
     AppendRequest, EventLog, LocalPayloadLocks, PayloadGuard, PayloadRefs, QueueStore, ReadAllPage,
 };
@@ -44,6 +45,8 @@ pub struct EmbeddedStore {
     tickets: AtomicU64,
     clock: Arc<dyn Clock>,
     payload_locks: LocalPayloadLocks,
+    /// Checks receipts before they reach the writer (see `QueueCommand::Ack`).
+    receipts: ReceiptKey,
     path: PathBuf,
     _lock: DirLock,
 }
@@ -81,6 +84,7 @@ impl EmbeddedStore {
         schema::migrate(&mut conn).map_err(|e| Error::Storage(format!("{shown}: {e}")))?;
         let queues = Queues::load(&conn, queue_defaults, clock.now())
             .map_err(|e| Error::Storage(format!("cannot read the queues of {shown}: {e}")))?;
+        let receipts = queues.receipt_key().clone();
         let (head_tx, head) = watch::channel(Position::START);
         let (deadline_tx, deadline) = watch::channel(None);
         let checkpoint = checkpoint::spawn(&path, durability)?;
@@ -108,6 +112,7 @@ impl EmbeddedStore {
             tickets: AtomicU64::new(0),
             clock,
             payload_locks: LocalPayloadLocks::default(),
+            receipts,
             path,
             _lock: lock,
         })
@@ -374,7 +379,8 @@ impl QueueStore for EmbeddedStore {
     }
 
     async fn ack(&self, queue: &QueueName, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
-        let (queue, receipts) = (queue.clone(), receipts.to_vec());
+        let checked = receipts.iter().map(|r| self.receipts.check(queue, r));
+        let (receipts, queue) = (checked.collect(), queue.clone());
         self.queue(|reply| QueueCommand::Ack {
             queue,
             receipts,
