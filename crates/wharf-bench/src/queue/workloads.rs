@@ -305,8 +305,11 @@ async fn latency<P: Peer>(
     let total = (f64::from(LATENCY_RATE) * send_for.as_secs_f64()).round() as usize;
     let producers = Arc::new(peer.producers(LATENCY_LANES).await?);
     let mut consumer = peer.consumer().await?;
-    // Subscribes before the clock starts, so the first messages do not pay for it.
-    let warm_up = consumer.receive(1, Duration::from_millis(1)).await?;
+    // Subscribes before the clock starts, so the first messages do not pay for it. With
+    // the options of the measured receives: a consumer that changes options may start
+    // over (Wharf's closes its consumer, whose next poll is one call ahead), and an answer
+    // in transit when a poll is cancelled stays invisible until its visibility timeout.
+    let warm_up = consumer.receive(BATCH, LATENCY_WAIT).await?;
     ensure!(
         warm_up.payloads.is_empty(),
         "a fresh queue delivered a message"
