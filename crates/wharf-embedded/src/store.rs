@@ -46,7 +46,7 @@ pub struct EmbeddedStore {
     clock: Arc<dyn Clock>,
     payload_locks: LocalPayloadLocks,
     /// Checks receipts before they reach the writer (see `QueueCommand::Ack`).
-    receipts: ReceiptKey,
+    receipt_key: ReceiptKey,
     path: PathBuf,
     _lock: DirLock,
 }
@@ -84,7 +84,7 @@ impl EmbeddedStore {
         schema::migrate(&mut conn).map_err(|e| Error::Storage(format!("{shown}: {e}")))?;
         let queues = Queues::load(&conn, queue_defaults, clock.now())
             .map_err(|e| Error::Storage(format!("cannot read the queues of {shown}: {e}")))?;
-        let receipts = queues.receipt_key().clone();
+        let receipt_key = queues.receipt_key().clone();
         let (head_tx, head) = watch::channel(Position::START);
         let (deadline_tx, deadline) = watch::channel(None);
         let checkpoint = checkpoint::spawn(&path, durability)?;
@@ -112,7 +112,7 @@ impl EmbeddedStore {
             tickets: AtomicU64::new(0),
             clock,
             payload_locks: LocalPayloadLocks::default(),
-            receipts,
+            receipt_key,
             path,
             _lock: lock,
         })
@@ -379,7 +379,7 @@ impl QueueStore for EmbeddedStore {
     }
 
     async fn ack(&self, queue: &QueueName, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
-        let checked = receipts.iter().map(|r| self.receipts.check(queue, r));
+        let checked = receipts.iter().map(|r| self.receipt_key.check(queue, r));
         let (receipts, queue) = (checked.collect(), queue.clone());
         self.queue(|reply| QueueCommand::Ack {
             queue,
