@@ -28,8 +28,10 @@ use wharf_core::{Error, Result};
 use crate::Shared;
 
 /// Commits nothing but a transaction id, with the session's
-/// `synchronous_commit`: the WAL is flushed up to it when it returns.
-const FLUSH: &str = "BEGIN; SELECT pg_current_xact_id(); COMMIT";
+/// `synchronous_commit`: the WAL is flushed up to it when it returns. One
+/// prepared statement, its own transaction: no `BEGIN` and `COMMIT` to
+/// send, nothing to parse or plan again for each flush.
+const FLUSH: &str = "SELECT pg_current_xact_id()";
 
 /// Requests waiting for the next flush, and whether a flush task runs.
 #[derive(Default)]
@@ -87,7 +89,12 @@ async fn run(shared: Arc<Shared>) {
 
 async fn flush(shared: &Shared) -> Result<()> {
     let conn = shared.conn().await?;
-    conn.batch_execute(FLUSH)
+    let flushed = async {
+        let statement = conn.prepare_cached(FLUSH).await?;
+        conn.query(&statement, &[]).await
+    };
+    flushed
         .await
+        .map(drop)
         .map_err(|e| crate::error::pg("flush the write-ahead log", e))
 }

@@ -17,6 +17,11 @@ pub fn url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// Vacuums of the queue table `store` has run itself (see `src/vacuum.rs`).
+pub fn vacuums(store: &PgStore) -> u64 {
+    store.shared.vacuum.count()
+}
+
 /// A schema of its own for one test; dropped (with everything in it) when
 /// this is dropped.
 #[derive(Debug)]

@@ -76,3 +76,82 @@ async fn churn_leaves_the_queue_table_bounded() {
         "the table is still growing (mean {middle} → {last} bytes): {sizes:?}"
     );
 }
+
+/// Rows written to `schema`'s queue table as PostgreSQL's statistics count
+/// them.
+async fn rows_written(schema: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(&testing::url(), tokio_postgres::NoTls)
+        .await
+        .expect("test PostgreSQL");
+    tokio::spawn(connection);
+    client
+        .query_one(
+            "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables \
+             WHERE relid = format('%I.messages', $1::text)::regclass",
+            &[&schema],
+        )
+        .await
+        .expect("statistics of messages")
+        .get(0)
+}
+
+/// A backlog drained while nothing is written to the table is vacuumed once
+/// on the way down, not at every threshold (each vacuum makes every
+/// connection plan its statements again), and once more when the node has
+/// fallen quiet, so that the next fill finds the space freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_backlog_is_vacuumed_once_while_draining_and_once_when_quiet() {
+    const BACKLOG: usize = 30_000;
+    let schema = TestSchema::new();
+    let store = schema.open(Arc::new(SystemClock)).await;
+    let queue: QueueName = "backlog".parse().unwrap();
+    let data = vec![7u8; 1024];
+    for _ in 0..BACKLOG / BATCH {
+        let batch = (0..BATCH).map(|_| NewMessage::new(data.clone())).collect();
+        store.enqueue(&queue, batch).await.unwrap();
+    }
+    // The statistics lag the inserts by up to a few seconds; inserts that
+    // showed up only during the drain would count as rows written then.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rows_written(schema.name()).await < BACKLOG as i64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the statistics never showed the backlog's inserts"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut left = BACKLOG;
+    while left > 0 {
+        let options = DequeueOptions {
+            visibility_timeout: Some(Duration::from_secs(60)),
+            max_messages: BATCH as u32,
+            wait: Duration::ZERO,
+        };
+        let got = store.dequeue(&queue, options).await.unwrap();
+        assert!(!got.is_empty(), "{left} messages missing");
+        let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+        for outcome in store.ack(&queue, &receipts).await.unwrap() {
+            outcome.unwrap();
+        }
+        left -= got.len();
+    }
+    // Six thresholds of 5,000 deletions were passed: the first vacuums
+    // (nothing was looked at before), the others find nothing written.
+    let while_draining = testing::vacuums(&store);
+    assert!(
+        while_draining <= 1,
+        "{while_draining} vacuums while draining a backlog with nothing written"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while testing::vacuums(&store) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the owed vacuum did not run once the node fell quiet"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Twice the quiet period: an owed vacuum run twice would show by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(testing::vacuums(&store), 2, "one owed vacuum, run once");
+}

@@ -219,47 +219,49 @@ SELECT $1::bigint, seq, message_id, 1, enqueued_at, $4::bigint, content_type, me
        payload_hash, payload_ref, data, true
 FROM messages WHERE queue_id = $1 AND seq BETWEEN $2 AND $3 AND fresh ORDER BY seq";
 
-/// Opens the read-only transaction of [`FETCH`]es, with a round's plan
-/// settings (see [`BEGIN`]).
-const BEGIN_FETCH: &str = "BEGIN READ ONLY; \
-                           SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
-                           set_config('enable_seqscan', 'off', true)";
+/// The plan settings of the read-only transaction of [`FETCH`]es (see
+/// [`SETTINGS`]).
+const FETCH_SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+                              set_config('enable_seqscan', 'off', true)";
 
 const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 
-/// Opens a round. Its statements run with their generic plans (checked to
-/// use the partial indexes): PostgreSQL otherwise keeps planning them anew
-/// for each execution, which costs more than executing them. A generic plan
-/// is made once per connection, from the statistics of that moment; made
-/// while `messages` was empty (or just vacuumed, or with autovacuum off and
-/// no statistics) it may scan the whole table on every later round, which
-/// the benchmark caught at 36 ms a round at 100k messages. Every statement
-/// of a round is meant to walk an index, so sequential scans are ruled out
-/// for the round, and so are hash and merge joins (a generic plan joined
-/// expired leases to their messages by hashing the whole primary key),
-/// and so are bitmap scans: a generic plan's estimate of 11 rows per key
-/// made every probe of one message by its key a bitmap scan, about twice
-/// the cost of an index scan. `LOCAL`: the connection's other users keep
-/// the defaults.
-const BEGIN: &str = "BEGIN; SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
-                     set_config('enable_seqscan', 'off', true), \
-                     set_config('enable_hashjoin', 'off', true), \
-                     set_config('enable_mergejoin', 'off', true), \
-                     set_config('enable_bitmapscan', 'off', true)";
+/// The plan settings of a round, run right after its `BEGIN`. Its
+/// statements run with their generic plans (checked to use the partial
+/// indexes): PostgreSQL otherwise keeps planning them anew for each
+/// execution, which costs more than executing them. A generic plan is made
+/// once per connection, from the statistics of that moment; made while
+/// `messages` was empty (or just vacuumed, or with autovacuum off and no
+/// statistics) it may scan the whole table on every later round, which the
+/// benchmark caught at 36 ms a round at 100k messages. Every statement of a
+/// round is meant to walk an index, so sequential scans are ruled out for
+/// the round, and so are hash and merge joins (a generic plan joined
+/// expired leases to their messages by hashing the whole primary key), and
+/// so are bitmap scans: a generic plan's estimate of 11 rows per key made
+/// every probe of one message by its key a bitmap scan, about twice the
+/// cost of an index scan. `LOCAL`: the connection's other users keep the
+/// defaults. A prepared statement, not part of the simple-protocol `BEGIN`:
+/// as text it was parsed, analysed and planned again for every round, which
+/// `perf` put at about a tenth of PostgreSQL's time in a drain.
+const SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+                        set_config('enable_seqscan', 'off', true), \
+                        set_config('enable_hashjoin', 'off', true), \
+                        set_config('enable_mergejoin', 'off', true), \
+                        set_config('enable_bitmapscan', 'off', true)";
 
-/// Opens a round that dequeues or acknowledges: as [`BEGIN`], committing
-/// without waiting for the disk, so that the queue's cursor (or the rows an
-/// acknowledgement locked) is free for the next round at once (PostgreSQL
-/// holds locks until the commit is flushed); its answers wait for a group
-/// flush instead (see `crate::flush`), which the lanes' rounds share.
-/// Rounds that only enqueue commit synchronously: the extra round trip of a
-/// flush would cost a lone producer more than the head lock does.
-const BEGIN_ASYNC: &str = "BEGIN; SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
-                           set_config('enable_seqscan', 'off', true), \
-                           set_config('enable_hashjoin', 'off', true), \
-                           set_config('enable_mergejoin', 'off', true), \
-                           set_config('enable_bitmapscan', 'off', true), \
-                           set_config('synchronous_commit', 'off', true)";
+/// The settings of a round that dequeues or acknowledges: as [`SETTINGS`],
+/// committing without waiting for the disk, so that the queue's cursor (or
+/// the rows an acknowledgement locked) is free for the next round at once
+/// (PostgreSQL holds locks until the commit is flushed); its answers wait
+/// for a group flush instead (see `crate::flush`), which the lanes' rounds
+/// share. Rounds that only enqueue commit synchronously: the extra round
+/// trip of a flush would cost a lone producer more than the head lock does.
+const SETTINGS_ASYNC: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+                              set_config('enable_seqscan', 'off', true), \
+                              set_config('enable_hashjoin', 'off', true), \
+                              set_config('enable_mergejoin', 'off', true), \
+                              set_config('enable_bitmapscan', 'off', true), \
+                              set_config('synchronous_commit', 'off', true)";
 
 /// What a dequeue got: its deliveries, and whether expired last attempts
 /// wait to be dead-lettered.
@@ -303,7 +305,7 @@ struct Jobs {
 }
 
 impl Jobs {
-    /// Whether the round commits asynchronously ([`BEGIN_ASYNC`]) and so
+    /// Whether the round commits asynchronously ([`SETTINGS_ASYNC`]) and so
     /// answers only after a group flush: every round that dequeues or
     /// acknowledges.
     fn commits_async(&self) -> bool {
@@ -482,7 +484,7 @@ impl Inner {
 
     /// Runs rounds for `queue` until nothing waits. A round's requests are
     /// answered once its commit is flushed (by a group flush for rounds
-    /// that dequeue or acknowledge, see [`BEGIN_ASYNC`]), while the next round runs.
+    /// that dequeue or acknowledge, see [`SETTINGS_ASYNC`]), while the next round runs.
     async fn rounds(self: Arc<Self>, queue: QueueName, lane: Lane) {
         while let Some(jobs) = self.next_jobs(&queue, lane) {
             let answered = self.serve(&queue, &jobs).await;
@@ -572,6 +574,13 @@ impl Inner {
             )?;
             (Some(s), Some(h), Some(e))
         };
+        let settings = conn
+            .prepare_cached(if jobs.commits_async() {
+                SETTINGS_ASYNC
+            } else {
+                SETTINGS
+            })
+            .await?;
         let ack = if acks.is_empty() {
             None
         } else {
@@ -620,16 +629,14 @@ impl Inner {
         }
         // Sent in this order before any answer is read; a failed statement
         // aborts the transaction, and the COMMIT then rolls it back.
-        let (begun, results, committed) = futures::join!(
-            conn.batch_execute(if jobs.commits_async() {
-                BEGIN_ASYNC
-            } else {
-                BEGIN
-            }),
+        let (begun, set, results, committed) = futures::join!(
+            conn.batch_execute("BEGIN"),
+            conn.query(&settings, &[]),
             futures::future::join_all(queries),
             conn.batch_execute("COMMIT"),
         );
         begun?;
+        set?;
         let mut results = results
             .into_iter()
             .collect::<std::result::Result<Vec<_>, _>>()?
@@ -737,19 +744,24 @@ impl Inner {
             let doing = || format!("read the messages delivered from queue `{queue}`");
             let mut fetched = retrying(doing, || async {
                 let conn = self.shared.conn().await?;
-                let fetch = conn.prepare_cached(FETCH).await?;
+                let (settings, fetch) = futures::try_join!(
+                    conn.prepare_cached(FETCH_SETTINGS),
+                    conn.prepare_cached(FETCH)
+                )?;
                 let params: Vec<[&(dyn ToSql + Sync); 4]> = leased
                     .iter()
                     .map(|(first, last, until)| -> [&(dyn ToSql + Sync); 4] {
                         [&queue_id, first, last, until]
                     })
                     .collect();
-                let (begun, rows, committed) = futures::join!(
-                    conn.batch_execute(BEGIN_FETCH),
+                let (begun, set, rows, committed) = futures::join!(
+                    conn.batch_execute("BEGIN READ ONLY"),
+                    conn.query(&settings, &[]),
                     futures::future::try_join_all(params.iter().map(|p| conn.query(&fetch, p))),
                     conn.batch_execute("COMMIT"),
                 );
                 begun?;
+                set?;
                 let rows = rows?;
                 committed?;
                 let mut deliveries = Vec::with_capacity(rows.len());
