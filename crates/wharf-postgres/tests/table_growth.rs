@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wharf_core::{DequeueOptions, NewMessage, QueueName, SystemClock};
+use wharf_postgres::PgStore;
 use wharf_postgres::testing::{self, TestSchema};
 use wharf_storage::QueueStore;
 
@@ -15,19 +16,52 @@ const ROUNDS: usize = 30;
 const PER_ROUND: usize = 2_000;
 const BATCH: usize = 100;
 
-async fn table_bytes(schema: &str) -> i64 {
+/// One number about `schema`'s queue table: `sql` with the schema as `$1`.
+async fn about_messages(sql: &str, schema: &str) -> i64 {
     let (client, connection) = tokio_postgres::connect(&testing::url(), tokio_postgres::NoTls)
         .await
         .expect("test PostgreSQL");
     tokio::spawn(connection);
     client
-        .query_one(
-            "SELECT pg_total_relation_size(format('%I.messages', $1::text)::regclass)",
-            &[&schema],
-        )
+        .query_one(sql, &[&schema])
         .await
-        .expect("size of messages")
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
+}
+
+async fn table_bytes(schema: &str) -> i64 {
+    about_messages(
+        "SELECT pg_total_relation_size(format('%I.messages', $1::text)::regclass)",
+        schema,
+    )
+    .await
+}
+
+/// Enqueues `n` copies of `data` in batches of [`BATCH`].
+async fn fill(store: &PgStore, queue: &QueueName, data: &[u8], n: usize) {
+    for _ in 0..n / BATCH {
+        let batch = (0..BATCH).map(|_| NewMessage::new(data.to_vec())).collect();
+        store.enqueue(queue, batch).await.unwrap();
+    }
+}
+
+/// Dequeues and acknowledges `n` messages, [`BATCH`] at a time.
+async fn drain(store: &PgStore, queue: &QueueName, n: usize) {
+    let mut left = n;
+    while left > 0 {
+        let options = DequeueOptions {
+            visibility_timeout: Some(Duration::from_secs(60)),
+            max_messages: BATCH as u32,
+            wait: Duration::ZERO,
+        };
+        let got = store.dequeue(queue, options).await.unwrap();
+        assert!(!got.is_empty(), "{left} messages missing");
+        let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+        for outcome in store.ack(queue, &receipts).await.unwrap() {
+            outcome.unwrap();
+        }
+        left -= got.len();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,25 +72,8 @@ async fn churn_leaves_the_queue_table_bounded() {
     let data = vec![7u8; 1024];
     let mut sizes = Vec::new();
     for _ in 0..ROUNDS {
-        for _ in 0..PER_ROUND / BATCH {
-            let batch = (0..BATCH).map(|_| NewMessage::new(data.clone())).collect();
-            store.enqueue(&queue, batch).await.unwrap();
-        }
-        let mut left = PER_ROUND;
-        while left > 0 {
-            let options = DequeueOptions {
-                visibility_timeout: Some(Duration::from_secs(60)),
-                max_messages: BATCH as u32,
-                wait: Duration::ZERO,
-            };
-            let got = store.dequeue(&queue, options).await.unwrap();
-            assert!(!got.is_empty(), "{left} messages missing");
-            let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
-            for outcome in store.ack(&queue, &receipts).await.unwrap() {
-                outcome.unwrap();
-            }
-            left -= got.len();
-        }
+        fill(&store, &queue, &data, PER_ROUND).await;
+        drain(&store, &queue, PER_ROUND).await;
         sizes.push(table_bytes(schema.name()).await);
     }
     let churned_bytes = (ROUNDS * PER_ROUND * data.len()) as i64;
@@ -80,19 +97,12 @@ async fn churn_leaves_the_queue_table_bounded() {
 /// Rows written to `schema`'s queue table as PostgreSQL's statistics count
 /// them.
 async fn rows_written(schema: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(&testing::url(), tokio_postgres::NoTls)
-        .await
-        .expect("test PostgreSQL");
-    tokio::spawn(connection);
-    client
-        .query_one(
-            "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables \
-             WHERE relid = format('%I.messages', $1::text)::regclass",
-            &[&schema],
-        )
-        .await
-        .expect("statistics of messages")
-        .get(0)
+    about_messages(
+        "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables \
+         WHERE relid = format('%I.messages', $1::text)::regclass",
+        schema,
+    )
+    .await
 }
 
 /// A backlog drained while nothing is written to the table is vacuumed once
@@ -106,10 +116,7 @@ async fn a_drained_backlog_is_vacuumed_once_while_draining_and_once_when_quiet()
     let store = schema.open(Arc::new(SystemClock)).await;
     let queue: QueueName = "backlog".parse().unwrap();
     let data = vec![7u8; 1024];
-    for _ in 0..BACKLOG / BATCH {
-        let batch = (0..BATCH).map(|_| NewMessage::new(data.clone())).collect();
-        store.enqueue(&queue, batch).await.unwrap();
-    }
+    fill(&store, &queue, &data, BACKLOG).await;
     // The statistics lag the inserts by up to a few seconds; inserts that
     // showed up only during the drain would count as rows written then.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -121,21 +128,7 @@ async fn a_drained_backlog_is_vacuumed_once_while_draining_and_once_when_quiet()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let mut left = BACKLOG;
-    while left > 0 {
-        let options = DequeueOptions {
-            visibility_timeout: Some(Duration::from_secs(60)),
-            max_messages: BATCH as u32,
-            wait: Duration::ZERO,
-        };
-        let got = store.dequeue(&queue, options).await.unwrap();
-        assert!(!got.is_empty(), "{left} messages missing");
-        let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
-        for outcome in store.ack(&queue, &receipts).await.unwrap() {
-            outcome.unwrap();
-        }
-        left -= got.len();
-    }
+    drain(&store, &queue, BACKLOG).await;
     // Six thresholds of 5,000 deletions were passed: the first vacuums
     // (nothing was looked at before), the others find nothing written.
     let while_draining = testing::vacuums(&store);
