@@ -38,7 +38,7 @@ const MIN_DELETIONS: u64 = 5_000;
 /// vacuum scans its indexes whole.
 const FRACTION_OF_LIVE: f64 = 0.2;
 /// How long a node must have deleted nothing before it runs an owed vacuum.
-pub(crate) const QUIET: Duration = Duration::from_secs(1);
+const QUIET: Duration = Duration::from_secs(1);
 
 /// The rows written to `messages` by every node (inserted or updated), as
 /// PostgreSQL's cumulative statistics count them; NULL when it does not
