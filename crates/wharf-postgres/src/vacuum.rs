@@ -97,20 +97,17 @@ impl Vacuum {
         v.deleted.store(0, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
-            let outcome = match rows_written_since_last_look(&shared).await {
-                Ok(false) => {
+            let check = async {
+                if rows_written_since_last_look(&shared).await? {
+                    run(&shared).await
+                } else {
                     if !shared.vacuum.owed.swap(true, Ordering::AcqRel) {
                         tokio::spawn(vacuum_when_quiet(shared.clone()));
                     }
                     Ok(())
                 }
-                Ok(true) => run(&shared).await,
-                Err(e) => Err(e),
             };
-            if let Err(e) = outcome {
-                tracing::debug!(error = %e, "vacuuming the queue table failed; autovacuum will");
-            }
-            shared.vacuum.running.store(false, Ordering::Release);
+            release_after(&shared, check).await;
         });
     }
 
@@ -154,12 +151,18 @@ async fn vacuum_when_quiet(shared: Arc<Shared>) {
         if v.running.swap(true, Ordering::AcqRel) {
             continue;
         }
-        if let Err(e) = run(&shared).await {
-            tracing::debug!(error = %e, "vacuuming the queue table failed; autovacuum will");
-        }
-        v.running.store(false, Ordering::Release);
+        release_after(&shared, run(&shared)).await;
         return;
     }
+}
+
+/// Runs `work`, which holds the node's vacuum (`running`, taken by the
+/// caller), logs its failure, and lets the next check or vacuum run.
+async fn release_after(shared: &Shared, work: impl Future<Output = wharf_core::Result<()>>) {
+    if let Err(e) = work.await {
+        tracing::debug!(error = %e, "vacuuming the queue table failed; autovacuum will");
+    }
+    shared.vacuum.running.store(false, Ordering::Release);
 }
 
 /// Vacuums the queue tables and sets the next threshold; pays what is owed.

@@ -226,6 +226,17 @@ const FETCH_SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_generi
 
 const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 
+/// The text of [`SETTINGS`], which [`SETTINGS_ASYNC`] extends.
+macro_rules! round_settings {
+    () => {
+        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+         set_config('enable_seqscan', 'off', true), \
+         set_config('enable_hashjoin', 'off', true), \
+         set_config('enable_mergejoin', 'off', true), \
+         set_config('enable_bitmapscan', 'off', true)"
+    };
+}
+
 /// The plan settings of a round, run right after its `BEGIN`. Its
 /// statements run with their generic plans (checked to use the partial
 /// indexes): PostgreSQL otherwise keeps planning them anew for each
@@ -243,11 +254,7 @@ const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 /// defaults. A prepared statement, not part of the simple-protocol `BEGIN`:
 /// as text it was parsed, analysed and planned again for every round, about
 /// 3.5% of PostgreSQL's time in a drain (`perf`).
-const SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
-                        set_config('enable_seqscan', 'off', true), \
-                        set_config('enable_hashjoin', 'off', true), \
-                        set_config('enable_mergejoin', 'off', true), \
-                        set_config('enable_bitmapscan', 'off', true)";
+const SETTINGS: &str = round_settings!();
 
 /// The settings of a round that dequeues or acknowledges: as [`SETTINGS`],
 /// committing without waiting for the disk, so that the queue's cursor (or
@@ -256,12 +263,10 @@ const SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan
 /// for a group flush instead (see `crate::flush`), which the lanes' rounds
 /// share. Rounds that only enqueue commit synchronously: the extra round
 /// trip of a flush would cost a lone producer more than the head lock does.
-const SETTINGS_ASYNC: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
-                              set_config('enable_seqscan', 'off', true), \
-                              set_config('enable_hashjoin', 'off', true), \
-                              set_config('enable_mergejoin', 'off', true), \
-                              set_config('enable_bitmapscan', 'off', true), \
-                              set_config('synchronous_commit', 'off', true)";
+const SETTINGS_ASYNC: &str = concat!(
+    round_settings!(),
+    ", set_config('synchronous_commit', 'off', true)"
+);
 
 /// What a dequeue got: its deliveries, and whether expired last attempts
 /// wait to be dead-lettered.
