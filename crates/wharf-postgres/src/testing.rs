@@ -22,6 +22,10 @@ pub fn vacuums(store: &PgStore) -> u64 {
     store.shared.vacuum.count()
 }
 
+/// The statement a group flush runs (see `src/flush.rs`): its transaction
+/// must write WAL, or PostgreSQL commits it without waiting for the disk.
+pub const FLUSH_STATEMENT: &str = crate::flush::FLUSH;
+
 /// A schema of its own for one test; dropped (with everything in it) when
 /// this is dropped.
 #[derive(Debug)]
