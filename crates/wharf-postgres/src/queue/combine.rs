@@ -160,11 +160,14 @@ SELECT (SELECT id FROM q), (SELECT k FROM n), (SELECT count(*) FROM notified),
 /// moved past them and one lease inserted for them. The ordinary rows it
 /// delivers are updated by the `ctid` their lock returned (see `ACK` for
 /// why not by `seq = ANY (…)`). One row with the queue id (NULL: no such
-/// queue) and the delivery columns (NULL: nothing delivered) and whether it
-/// was fresh, or one row per delivery. A fresh message's row holds only its
-/// `seq` and `visible_at`: its content is read after the commit
-/// ([`FETCH`]), so that the round, which holds the queue's cursor, neither
-/// copies nor sends it.
+/// queue) and the delivery columns (NULL: nothing delivered), whether it
+/// was fresh and the last `seq` it stands for, or one row per ordinary
+/// delivery and one for the lease of fresh ones: its `seq` and last `seq`
+/// are the lease's range and its `visible_at` the lease's expiry. The fresh
+/// messages' content is read after the commit ([`FETCH`]), so that the
+/// round, which holds the queue's cursor, neither copies nor sends it, and
+/// the statement answers one row for them, not one each (a hundred rows of
+/// twelve columns, built, sent and parsed only to find the range).
 static DELIVER: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
@@ -189,23 +192,26 @@ delivered AS (
         visible_at = (SELECT t FROM until)
     WHERE m.ctid = ANY (ARRAY(
         SELECT ctid FROM slow WHERE seq IN (SELECT seq FROM chosen WHERE NOT f)))
-    RETURNING {DELIVERY_COLUMNS}, false AS fresh),
-taken AS MATERIALIZED (
-    SELECT seq, NULL::uuid, 1, NULL::bigint, (SELECT t FROM until), NULL::bytea, NULL::bytea,
-           NULL::bytea, NULL::bytea, NULL::bytea, true
+    RETURNING {DELIVERY_COLUMNS}, false AS fresh, m.seq AS last),
+lease AS MATERIALIZED (
+    SELECT min(seq) AS first, max(seq) AS last, count(*) AS n
     FROM fresh WHERE seq <= (SELECT max(seq) FROM chosen WHERE f)),
 advanced AS (
     UPDATE queue_cursors c
-    SET delivered = coalesce((SELECT max(seq) FROM taken), c.delivered),
+    SET delivered = coalesce((SELECT last FROM lease), c.delivered),
         deliveries = c.deliveries + (SELECT count(*) FROM chosen)
     WHERE queue_id = (SELECT id FROM q) AND EXISTS (SELECT 1 FROM chosen)),
 leased AS (
     INSERT INTO queue_leases (queue_id, last_seq, first_seq, expires_at, remaining)
-    SELECT (SELECT id FROM q), max(seq), min(seq), (SELECT t FROM until), count(*) FROM taken
-    HAVING count(*) > 0)
+    SELECT (SELECT id FROM q), last, first, (SELECT t FROM until), n FROM lease WHERE n > 0)
 SELECT (SELECT id FROM q), d.*
 FROM (SELECT 1) AS one
-LEFT JOIN (SELECT * FROM delivered UNION ALL SELECT * FROM taken) AS d ON true"
+LEFT JOIN (
+    SELECT * FROM delivered
+    UNION ALL
+    SELECT first, NULL::uuid, 1, NULL::bigint, (SELECT t FROM until), NULL::bytea, NULL::bytea,
+           NULL::bytea, NULL::bytea, NULL::bytea, true, last
+    FROM lease WHERE n > 0) AS d ON true"
     )
 });
 
@@ -691,9 +697,7 @@ impl Inner {
                     let until: i64 = row.try_get(5)?;
                     due = Some(Timestamp::from_micros(until));
                     if row.try_get::<_, bool>(11)? {
-                        let (first, last, _) = group.leased.get_or_insert((seq, seq, until));
-                        *first = (*first).min(seq);
-                        *last = (*last).max(seq);
+                        group.leased = Some((seq, row.try_get(12)?, until));
                     } else {
                         // An ordinary row's delivery leaves its previous
                         // version dead; a fresh one's writes no row.
