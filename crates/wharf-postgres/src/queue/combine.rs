@@ -72,7 +72,10 @@ use crate::vacuum::Vacuum;
 /// rechecks its `WHERE` on the newest version, `ctid` included, which that
 /// version does not have: the row is left, and [`Inner::ack_outcomes`]
 /// acknowledges such receipts again while their delivery is current (test
-/// `ack_races`).
+/// `ack_races`). Each pass over the deleted rows costs ~10 µs a hundred:
+/// the fresh range is found in one (`span`), each touched lease's count is
+/// made once (`OFFSET 0`: pulled up, its subquery ran for the filter and
+/// again for the column), and the answer's two arrays come from one.
 static ACK: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
@@ -97,14 +100,16 @@ done AS (
                         AND m.attempts >= (SELECT lim FROM q))
           END
     RETURNING m.seq, CASE WHEN m.fresh THEN 1 ELSE m.attempts END AS attempts, m.fresh),
+span AS MATERIALIZED (SELECT min(seq) AS lo, max(seq) AS hi FROM done WHERE fresh),
 touched AS (
     SELECT * FROM (
         SELECT l.last_seq, (SELECT count(*) FROM done a
                             WHERE a.fresh AND a.seq BETWEEN l.first_seq AND l.last_seq) AS k
         FROM queue_leases l
         WHERE l.queue_id = (SELECT id FROM q)
-          AND l.last_seq >= (SELECT min(seq) FROM done WHERE fresh)
-          AND l.first_seq <= (SELECT max(seq) FROM done WHERE fresh)) AS t
+          AND l.last_seq >= (SELECT lo FROM span)
+          AND l.first_seq <= (SELECT hi FROM span)
+        OFFSET 0) AS t
     WHERE k > 0),
 emptied AS (
     DELETE FROM queue_leases l
@@ -119,8 +124,9 @@ counted AS (
     INSERT INTO queue_counters AS c (queue_id, shard, acks)
     SELECT (SELECT id FROM q), $6::smallint, count(*) FROM done HAVING count(*) > 0
     ON CONFLICT (queue_id, shard) DO UPDATE SET acks = c.acks + excluded.acks)
-SELECT (SELECT id FROM q), (SELECT attempt_limit FROM q), ARRAY(SELECT seq FROM done),
-       ARRAY(SELECT attempts FROM done)",
+SELECT (SELECT id FROM q), (SELECT attempt_limit FROM q), coalesce(a.seqs, '{{}}'),
+       coalesce(a.attempts, '{{}}')
+FROM (SELECT array_agg(seq) AS seqs, array_agg(attempts) AS attempts FROM done) AS a",
         lease = lease_of("(SELECT id FROM q)", "m.seq")
     )
 });
