@@ -17,6 +17,19 @@ pub fn url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// A plain connection to the test server, for a test to look at or hold
+/// things behind the store's back.
+///
+/// # Panics
+/// When the test server cannot be reached.
+pub async fn raw_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL for tests at {}: {e}", url()));
+    tokio::spawn(connection);
+    client
+}
+
 /// Vacuums of the queue table `store` has run itself (see `src/vacuum.rs`).
 pub fn vacuums(store: &PgStore) -> u64 {
     store.shared.vacuum.count()

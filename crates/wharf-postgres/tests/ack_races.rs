@@ -21,14 +21,6 @@ use wharf_storage::conformance::test_clock;
 /// before failing (real time: the waits are on PostgreSQL's locks).
 const BLOCK_WITHIN: Duration = Duration::from_secs(10);
 
-async fn raw_client() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&testing::url(), tokio_postgres::NoTls)
-        .await
-        .expect("test PostgreSQL");
-    tokio::spawn(connection);
-    client
-}
-
 async fn one_delivery(store: &PgStore, queue: &QueueName) -> Delivery {
     store
         .enqueue(queue, vec![NewMessage::new(b"job".to_vec())])
@@ -50,7 +42,7 @@ async fn one_delivery(store: &PgStore, queue: &QueueName) -> Delivery {
 /// message is gone.
 async fn ack_across(store: Arc<PgStore>, schema: &TestSchema, delivery: Delivery, change: &str) {
     let queue: QueueName = "races".parse().unwrap();
-    let writer = raw_client().await;
+    let writer = testing::raw_client().await;
     writer
         .batch_execute(&format!("SET search_path TO {}", schema.name()))
         .await
@@ -68,7 +60,7 @@ async fn ack_across(store: Arc<PgStore>, schema: &TestSchema, delivery: Delivery
         let (store, queue, receipt) = (store.clone(), queue.clone(), delivery.receipt.clone());
         tokio::spawn(async move { store.ack(&queue, &[receipt]).await })
     };
-    let watcher = raw_client().await;
+    let watcher = testing::raw_client().await;
     let started = std::time::Instant::now();
     loop {
         let blocked: i64 = watcher

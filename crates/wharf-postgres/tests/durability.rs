@@ -9,21 +9,13 @@ use wharf_core::{DequeueOptions, NewMessage, QueueName, SystemClock};
 use wharf_postgres::testing::{self, TestSchema};
 use wharf_storage::QueueStore;
 
-async fn client() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&testing::url(), tokio_postgres::NoTls)
-        .await
-        .expect("test PostgreSQL");
-    tokio::spawn(connection);
-    client
-}
-
 /// PostgreSQL flushes the WAL at a commit only when the transaction wrote
 /// some: a flush that only takes a transaction id commits asynchronously
 /// and waits for nothing. `EXPLAIN (ANALYZE, WAL)` counts the records the
 /// flush statement itself writes, whatever else the server is doing.
 #[tokio::test]
 async fn a_group_flush_writes_wal_so_that_its_commit_waits_for_the_disk() {
-    let client = client().await;
+    let client = testing::raw_client().await;
     let explained: serde_json::Value = client
         .query_one(
             &format!(
@@ -50,7 +42,7 @@ async fn a_group_flush_writes_wal_so_that_its_commit_waits_for_the_disk() {
 async fn a_dequeue_and_an_acknowledgement_are_on_disk_when_they_return() {
     let schema = TestSchema::new();
     let store = schema.open(Arc::new(SystemClock)).await;
-    let observer = client().await;
+    let observer = testing::raw_client().await;
     let queue = QueueName::new("durable").unwrap();
     store
         .enqueue(&queue, vec![NewMessage::new(b"x".to_vec())])

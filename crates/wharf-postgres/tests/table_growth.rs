@@ -18,11 +18,8 @@ const BATCH: usize = 100;
 
 /// One number about `schema`'s queue table: `sql` with the schema as `$1`.
 async fn about_messages(sql: &str, schema: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(&testing::url(), tokio_postgres::NoTls)
+    testing::raw_client()
         .await
-        .expect("test PostgreSQL");
-    tokio::spawn(connection);
-    client
         .query_one(sql, &[&schema])
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
