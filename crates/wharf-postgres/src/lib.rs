@@ -38,6 +38,29 @@ pub use schema::{LATEST_VERSION, SchemaStatus};
 
 use crate::listener::Listener;
 
+/// How every connection plans, set for the session when it connects.
+///
+/// Statements run with their generic plans: PostgreSQL otherwise keeps
+/// planning a queue round's statements anew for each execution, which costs
+/// more than executing them. A generic plan is made once per connection,
+/// from the statistics of that moment; made while `messages` was empty (or
+/// just vacuumed, or with autovacuum off and no statistics) it may scan the
+/// whole table on every later execution, which the benchmark caught at
+/// 36 ms a round at 100k messages. Every statement here is meant to walk an
+/// index, so sequential scans are ruled out, and so are hash and merge joins
+/// (a generic plan joined expired leases to their messages by hashing the
+/// whole primary key), and so are bitmap scans (a generic plan's estimate
+/// of 11 rows per key made every probe of one message by its key a bitmap
+/// scan, about twice the cost of an index scan). A plan that cannot walk an
+/// index still runs: `enable_*` only prices the other kinds out.
+///
+/// These were once set per queue round (`SET LOCAL`, a statement of its own
+/// after `BEGIN`) so that other statements kept the defaults; on the
+/// connection, a round that only acknowledges is one statement instead of
+/// four, and the read of delivered content one instead of four.
+const PLAN_SETTINGS: &str = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off \
+     -c enable_hashjoin=off -c enable_mergejoin=off -c enable_bitmapscan=off";
+
 /// The largest pool a node may ask for.
 const MAX_POOL_SIZE: usize = 1000;
 
@@ -217,7 +240,10 @@ fn pg_config(config: &PostgresConfig) -> Result<tokio_postgres::Config> {
     // short, and a generic plan whose estimate passes `jit_above_cost`
     // (say, a join over `messages` that runs on an empty outer side) was
     // compiled on every execution, tens of milliseconds each.
-    c.options(format!("-c search_path={} -c jit=off", config.schema));
+    c.options(format!(
+        "-c search_path={} -c jit=off {PLAN_SETTINGS}",
+        config.schema
+    ));
     if c.get_application_name().is_none() {
         c.application_name("wharf");
     }

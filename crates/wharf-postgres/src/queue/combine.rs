@@ -6,8 +6,9 @@
 //! wait for the next round of their lane, which takes them all: one
 //! transaction, sent as one pipeline (`BEGIN`, the enqueues as one `INSERT`
 //! under the queue's head lock, the promotion of due messages, the cursor's
-//! lock, one delivering statement per visibility timeout asked for, or the
-//! acknowledgements as one `DELETE`; `COMMIT`), so one round trip and one
+//! lock, one delivering statement per visibility timeout asked for;
+//! `COMMIT`), or, for acknowledgements, one `DELETE` that is its own
+//! transaction, so one round trip and one
 //! commit serve every producer and consumer of the queue on this node
 //! rather than one each per request (enqueues under the head lock would
 //! otherwise commit one at a time). An idle queue answers a lone request as
@@ -43,7 +44,8 @@ use crate::flush;
 use crate::vacuum::Vacuum;
 
 /// Deletes the messages whose receipts name their current delivery (never
-/// an expired last attempt), counting them in shard `$6`, and counts the
+/// an expired last attempt) and commits asynchronously ([`COMMIT_ASYNC`]),
+/// counting them in shard `$6`, and counts the
 /// fresh ones out of their leases. A fresh message is in flight, attempt 1,
 /// exactly while its row exists and is fresh (a receipt is only ever issued
 /// for a delivered one); its lease is looked up only where attempt 1 may be
@@ -125,13 +127,14 @@ counted AS (
     SELECT (SELECT id FROM q), $6::smallint, count(*) FROM done HAVING count(*) > 0
     ON CONFLICT (queue_id, shard) DO UPDATE SET acks = c.acks + excluded.acks)
 SELECT (SELECT id FROM q), (SELECT attempt_limit FROM q), coalesce(a.seqs, '{{}}'),
-       coalesce(a.attempts, '{{}}')
+       coalesce(a.attempts, '{{}}'), {COMMIT_ASYNC}
 FROM (SELECT array_agg(seq) AS seqs, array_agg(attempts) AS attempts FROM done) AS a",
         lease = lease_of("(SELECT id FROM q)", "m.seq")
     )
 });
 
-/// Makes due waiting messages of queue `$1` ready (never an expired last
+/// Makes the round's transaction commit asynchronously ([`COMMIT_ASYNC`]);
+/// makes due waiting messages of queue `$1` ready (never an expired last
 /// attempt) and rewrites the fresh messages of its expired leases,
 /// notifying `$4` if any became visible; reports whether an expired last
 /// attempt of the queue, or of a queue dead-lettering into it, waits to be
@@ -153,7 +156,8 @@ SELECT (SELECT id FROM q), (SELECT k FROM n), (SELECT count(*) FROM notified),
         SELECT 1 FROM queues s JOIN messages m ON m.queue_id = s.id
         WHERE (s.name = $1 OR s.dead_letter_queue = $1) AND s.attempt_limit IS NOT NULL
           AND NOT m.ready AND NOT m.fresh AND m.leased AND m.visible_at <= $2
-          AND m.attempts >= s.attempt_limit)",
+          AND m.attempts >= s.attempt_limit),
+    {COMMIT_ASYNC}",
         rewrite = rewrite_expired("s.name = $1", "$2")
     )
 });
@@ -231,54 +235,20 @@ SELECT $1::bigint, seq, message_id, 1, enqueued_at, $4::bigint, content_type, me
        payload_hash, payload_ref, data, true
 FROM messages WHERE queue_id = $1 AND seq BETWEEN $2 AND $3 AND fresh ORDER BY seq";
 
-/// The plan settings of the read-only transaction of [`FETCH`]es (see
-/// [`SETTINGS`]).
-const FETCH_SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
-                              set_config('enable_seqscan', 'off', true)";
-
 const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 
-/// The text of [`SETTINGS`], which [`SETTINGS_ASYNC`] extends.
-macro_rules! round_settings {
-    () => {
-        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
-         set_config('enable_seqscan', 'off', true), \
-         set_config('enable_hashjoin', 'off', true), \
-         set_config('enable_mergejoin', 'off', true), \
-         set_config('enable_bitmapscan', 'off', true)"
-    };
-}
-
-/// The plan settings of a round, run right after its `BEGIN`. Its
-/// statements run with their generic plans (checked to use the partial
-/// indexes): PostgreSQL otherwise keeps planning them anew for each
-/// execution, which costs more than executing them. A generic plan is made
-/// once per connection, from the statistics of that moment; made while
-/// `messages` was empty (or just vacuumed, or with autovacuum off and no
-/// statistics) it may scan the whole table on every later round, which the
-/// benchmark caught at 36 ms a round at 100k messages. Every statement of a
-/// round is meant to walk an index, so sequential scans are ruled out for
-/// the round, and so are hash and merge joins (a generic plan joined
-/// expired leases to their messages by hashing the whole primary key), and
-/// so are bitmap scans: a generic plan's estimate of 11 rows per key made
-/// every probe of one message by its key a bitmap scan, about twice the
-/// cost of an index scan. `LOCAL`: the connection's other users keep the
-/// defaults. A prepared statement, not part of the simple-protocol `BEGIN`:
-/// as text it was parsed, analysed and planned again for every round, about
-/// 3.5% of PostgreSQL's time in a drain (`perf`).
-const SETTINGS: &str = round_settings!();
-
-/// The settings of a round that dequeues or acknowledges: as [`SETTINGS`],
-/// committing without waiting for the disk, so that the queue's cursor (or
-/// the rows an acknowledgement locked) is free for the next round at once
-/// (PostgreSQL holds locks until the commit is flushed); its answers wait
-/// for a group flush instead (see `crate::flush`), which the lanes' rounds
-/// share. Rounds that only enqueue commit synchronously: the extra round
-/// trip of a flush would cost a lone producer more than the head lock does.
-const SETTINGS_ASYNC: &str = concat!(
-    round_settings!(),
-    ", set_config('synchronous_commit', 'off', true)"
-);
+/// Makes the transaction of the statement it ends commit without waiting
+/// for the disk: every statement of a round that dequeues (its promotion)
+/// or acknowledges ends with it. The queue's cursor (or the rows an
+/// acknowledgement locked) is then free for the next round at once
+/// (PostgreSQL holds locks until the commit is flushed); the round's
+/// answers wait for a group flush instead (see `crate::flush`), which the
+/// lanes' rounds share. `set_config(…, true)` lasts until the transaction
+/// ends, after its commit record: an acknowledgement alone is one statement
+/// in its own transaction, and commits asynchronously all the same. Rounds
+/// that only enqueue commit synchronously: the extra round trip of a flush
+/// would cost a lone producer more than the head lock does.
+const COMMIT_ASYNC: &str = "set_config('synchronous_commit', 'off', true)";
 
 /// What a dequeue got: its deliveries, and whether expired last attempts
 /// wait to be dead-lettered.
@@ -322,7 +292,7 @@ struct Jobs {
 }
 
 impl Jobs {
-    /// Whether the round commits asynchronously ([`SETTINGS_ASYNC`]) and so
+    /// Whether the round commits asynchronously ([`COMMIT_ASYNC`]) and so
     /// answers only after a group flush: every round that dequeues or
     /// acknowledges.
     fn commits_async(&self) -> bool {
@@ -501,7 +471,7 @@ impl Inner {
 
     /// Runs rounds for `queue` until nothing waits. A round's requests are
     /// answered once its commit is flushed (by a group flush for rounds
-    /// that dequeue or acknowledge, see [`SETTINGS_ASYNC`]), while the next round runs.
+    /// that dequeue or acknowledge, see [`COMMIT_ASYNC`]), while the next round runs.
     async fn rounds(self: Arc<Self>, queue: QueueName, lane: Lane) {
         while let Some(jobs) = self.next_jobs(&queue, lane) {
             let answered = self.serve(&queue, &jobs).await;
@@ -591,13 +561,6 @@ impl Inner {
             )?;
             (Some(s), Some(h), Some(e))
         };
-        let settings = conn
-            .prepare_cached(if jobs.commits_async() {
-                SETTINGS_ASYNC
-            } else {
-                SETTINGS
-            })
-            .await?;
         let ack = if acks.is_empty() {
             None
         } else {
@@ -645,20 +608,24 @@ impl Inner {
             queries.push(Box::pin(conn.query(a, &ack_params)));
         }
         // Sent in this order before any answer is read; a failed statement
-        // aborts the transaction, and the COMMIT then rolls it back.
-        let (begun, set, results, committed) = futures::join!(
-            conn.batch_execute("BEGIN"),
-            conn.query(&settings, &[]),
-            futures::future::join_all(queries),
-            conn.batch_execute("COMMIT"),
-        );
-        begun?;
-        set?;
+        // aborts the transaction, and the COMMIT then rolls it back. A
+        // round that only acknowledges is one statement, its own
+        // transaction.
+        let results = if puts.is_empty() && takes.is_empty() {
+            futures::future::join_all(queries).await
+        } else {
+            let (begun, results, committed) = futures::join!(
+                conn.batch_execute("BEGIN"),
+                futures::future::join_all(queries),
+                conn.batch_execute("COMMIT"),
+            );
+            begun?;
+            committed.map(|()| results)?
+        };
         let mut results = results
             .into_iter()
             .collect::<std::result::Result<Vec<_>, _>>()?
             .into_iter();
-        committed?;
 
         let mut dead = 0;
         let mut answers = Answers {
@@ -742,7 +709,8 @@ impl Inner {
     }
 
     /// Reads the fresh messages the round's delivering statements leased
-    /// (one read-only transaction, its statements sent at once) and hands
+    /// (one statement per lease, sent at once, each its own transaction)
+    /// and hands
     /// out every group's deliveries, oldest first, to its take jobs in the
     /// order they came.
     async fn fetched(
@@ -759,26 +727,16 @@ impl Inner {
             let doing = || format!("read the messages delivered from queue `{queue}`");
             let mut fetched = retrying(doing, || async {
                 let conn = self.shared.conn().await?;
-                let (settings, fetch) = futures::try_join!(
-                    conn.prepare_cached(FETCH_SETTINGS),
-                    conn.prepare_cached(FETCH)
-                )?;
+                let fetch = conn.prepare_cached(FETCH).await?;
                 let params: Vec<[&(dyn ToSql + Sync); 4]> = leased
                     .iter()
                     .map(|(first, last, until)| -> [&(dyn ToSql + Sync); 4] {
                         [&queue_id, first, last, until]
                     })
                     .collect();
-                let (begun, set, rows, committed) = futures::join!(
-                    conn.batch_execute("BEGIN READ ONLY"),
-                    conn.query(&settings, &[]),
-                    futures::future::try_join_all(params.iter().map(|p| conn.query(&fetch, p))),
-                    conn.batch_execute("COMMIT"),
-                );
-                begun?;
-                set?;
-                let rows = rows?;
-                committed?;
+                let rows =
+                    futures::future::try_join_all(params.iter().map(|p| conn.query(&fetch, p)))
+                        .await?;
                 let mut deliveries = Vec::with_capacity(rows.len());
                 for rows in rows {
                     deliveries.push(
