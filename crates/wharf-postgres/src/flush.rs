@@ -6,7 +6,8 @@
 //! queue's head lock) to commit, so with `synchronous_commit = on` the next
 //! round waits a whole disk flush for each one before it can start: a
 //! queue's dequeues would run one flush apart, however fast the statements.
-//! So rounds commit with `SET LOCAL synchronous_commit = off`, which makes
+//! So rounds commit with `synchronous_commit = off` (set local to their
+//! transaction, see `queue::combine::COMMIT_ASYNC`), which makes
 //! the commit (and the release of its locks) immediate, and before they
 //! answer anyone they wait here until the WAL is flushed past their commit.
 //!
