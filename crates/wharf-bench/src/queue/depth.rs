@@ -11,6 +11,12 @@
 //!   (100,000) messages in batches of 1,000 before the runs, then cycles run against it; after
 //!   each run the queue is topped up again (untimed).
 //!
+//! The two depths take turns within a run, [`SLICES`] slices each, the first depth of each
+//! slice alternating: each cycle costs about two `fdatasync`s, so a rate is mostly the disk's
+//! flush latency, which on a shared machine drifts within seconds (one depth measured
+//! after the other gave ratios from 0.83 to 1.22 in five runs of one invocation). Taking turns
+//! exposes both to the same drift, so the ratio shows what depth costs.
+//!
 //! Messages are 100 B rather than the suite's 1 KiB, for both depths: the fill of a million
 //! stays around half a minute and a gigabyte less on disk, and both depths move the same
 //! bytes. Each run also yields the ratio deep / shallow from that run.
@@ -31,6 +37,8 @@ const MESSAGE_BYTES: usize = 100;
 const CYCLE: usize = 10;
 const FILL_BATCH: usize = 1_000;
 const VISIBILITY: Duration = Duration::from_secs(300);
+/// Turns each depth takes per run.
+const SLICES: usize = 20;
 
 /// What the rows' workload names start with (`--only wharf/dequeue_ack_depth`).
 const FAMILY: &str = "dequeue_ack_depth";
@@ -42,7 +50,7 @@ pub fn measure(h: &mut Harness<'_>, config: &BenchConfig) -> anyhow::Result<()> 
         return Ok(());
     }
     let (deep_depth, deep_name) = config.pick((1_000_000, "1m"), (100_000, "100k"));
-    let messages_per_run = config.pick(10_000, 2_000);
+    let messages_per_run = config.pick(20_000, 2_000);
     let payload = Bytes::from(random_bytes(0xDE97, MESSAGE_BYTES));
     let queue = QueueName::new("depth")?;
 
@@ -64,8 +72,20 @@ pub fn measure(h: &mut Harness<'_>, config: &BenchConfig) -> anyhow::Result<()> 
             payload.clone(),
         );
         async move {
-            let shallow_rate = cycles(&shallow, &queue, messages_per_run, Some(&payload)).await?;
-            let deep_rate = cycles(&deep, &queue, messages_per_run, None).await?;
+            let slice = messages_per_run / SLICES;
+            let (mut shallow_time, mut deep_time) = (Duration::ZERO, Duration::ZERO);
+            for turn in 0..SLICES {
+                if turn % 2 == 0 {
+                    shallow_time += cycles(&shallow, &queue, slice, Some(&payload)).await?;
+                    deep_time += cycles(&deep, &queue, slice, None).await?;
+                } else {
+                    deep_time += cycles(&deep, &queue, slice, None).await?;
+                    shallow_time += cycles(&shallow, &queue, slice, Some(&payload)).await?;
+                }
+            }
+            let consumed = (slice * SLICES) as f64;
+            let shallow_rate = consumed / shallow_time.as_secs_f64();
+            let deep_rate = consumed / deep_time.as_secs_f64();
             top_up(&deep, &queue, &payload, deep_depth).await?;
             Ok(vec![
                 Measurement::new("dequeue_ack_depth_10", "msg/s", shallow_rate),
@@ -123,14 +143,14 @@ async fn top_up(
     Ok(())
 }
 
-/// Runs dequeue-10 + ack cycles until `messages` are consumed; returns messages per second
-/// of the cycles alone. With `refill`, enqueues 10 (untimed) before each cycle.
+/// Runs dequeue-10 + ack cycles until `messages` (a multiple of 10) are consumed; returns
+/// the time the cycles alone took. With `refill`, enqueues 10 (untimed) before each cycle.
 async fn cycles(
     wharf: &Wharf,
     queue: &QueueName,
     messages: usize,
     refill: Option<&Bytes>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Duration> {
     let options = DequeueOptions {
         visibility_timeout: Some(VISIBILITY),
         max_messages: CYCLE as u32,
@@ -157,5 +177,5 @@ async fn cycles(
         }
         timed += started.elapsed();
     }
-    Ok((messages.div_ceil(CYCLE) * CYCLE) as f64 / timed.as_secs_f64())
+    Ok(timed)
 }
