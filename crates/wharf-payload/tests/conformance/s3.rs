@@ -244,20 +244,28 @@ async fn a_presigned_url_stops_working_when_it_expires() {
     };
     let data = payload(6, 2000);
     let reference = fixture.store.put(&data).await.expect("put");
+    // The URL's date has whole seconds, and the server refuses it once the
+    // expiry has passed since that second: signed late in a second, a URL
+    // valid for 1 s had a few milliseconds left, and a loaded machine's
+    // first GET came too late (CI saw 403). So sign just after a second
+    // begins, valid for 2 s.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970");
+    tokio::time::sleep(Duration::from_secs(now.as_secs() + 1) + Duration::from_millis(10) - now)
+        .await;
     let signed_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970");
     let url = fixture
         .store
-        .presigned_get_url(&reference, Duration::from_secs(1))
+        .presigned_get_url(&reference, Duration::from_secs(2))
         .await
         .expect("presign");
     install_tls_provider();
     let fresh = reqwest::get(&url).await.expect("GET");
-    assert_eq!(fresh.status(), 200);
-    // The URL's date has whole seconds; the server refuses it once more than
-    // the 1 s expiry has passed since that second.
-    let expires = Duration::from_secs(signed_at.as_secs() + 1) + Duration::from_millis(150);
+    assert_eq!(fresh.status(), 200, "a URL within its expiry is served");
+    let expires = Duration::from_secs(signed_at.as_secs() + 2) + Duration::from_millis(150);
     if let Some(wait) =
         expires.checked_sub(SystemTime::now().duration_since(UNIX_EPOCH).expect("now"))
     {
