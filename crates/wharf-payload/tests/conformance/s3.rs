@@ -249,14 +249,15 @@ async fn a_presigned_url_stops_working_when_it_expires() {
     // valid for 1 s had a few milliseconds left, and a loaded machine's
     // first GET came too late (CI saw 403). So sign just after a second
     // begins, valid for 2 s.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970");
+    let unix_now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+    };
+    let now = unix_now();
     tokio::time::sleep(Duration::from_secs(now.as_secs() + 1) + Duration::from_millis(10) - now)
         .await;
-    let signed_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970");
+    let signed_at = unix_now();
     let url = fixture
         .store
         .presigned_get_url(&reference, Duration::from_secs(2))
@@ -266,9 +267,7 @@ async fn a_presigned_url_stops_working_when_it_expires() {
     let fresh = reqwest::get(&url).await.expect("GET");
     assert_eq!(fresh.status(), 200, "a URL within its expiry is served");
     let expires = Duration::from_secs(signed_at.as_secs() + 2) + Duration::from_millis(150);
-    if let Some(wait) =
-        expires.checked_sub(SystemTime::now().duration_since(UNIX_EPOCH).expect("now"))
-    {
+    if let Some(wait) = expires.checked_sub(unix_now()) {
         tokio::time::sleep(wait).await;
     }
     let stale = reqwest::get(&url).await.expect("GET");
