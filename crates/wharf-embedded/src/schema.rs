@@ -1,7 +1,9 @@
 //! The SQLite schema and its versioning.
 
-use rusqlite::Connection;
-use wharf_core::Durability;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+use wharf_core::{Durability, Error};
 
 /// Page size of new databases, in bytes.
 const PAGE_SIZE: i64 = 16 * 1024;
@@ -100,6 +102,61 @@ ALTER TABLE message_payloads ADD COLUMN payload_ref BLOB;
 CREATE INDEX messages_by_payload ON message_payloads (payload_hash)
     WHERE payload_hash IS NOT NULL;
 ";
+
+/// Most problems SQLite's integrity check reports for a damaged file.
+const PROBLEMS_SHOWN: u32 = 3;
+
+/// A storage error saying `message`, and, when SQLite's integrity check
+/// finds the database at `path` damaged, that it is and what the check
+/// found: an open that trips over a damaged page then says so instead of
+/// only naming the column it could not read. The check reads the whole
+/// file, so it runs only after something failed.
+pub(crate) fn failure(path: &Path, message: String) -> Error {
+    match problems(path) {
+        Some(found) => Error::Storage(format!(
+            "{message}; {} is damaged (SQLite's integrity check: {found}): restore the data \
+             directory from a backup",
+            path.display()
+        )),
+        None => Error::Storage(message),
+    }
+}
+
+/// What `PRAGMA quick_check` finds wrong with the database at `path`, or
+/// `None` when it finds nothing or cannot run (a file that cannot be
+/// opened is not known to be damaged).
+fn problems(path: &Path) -> Option<String> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let checked = conn
+        .prepare(&format!("PRAGMA quick_check({PROBLEMS_SHOWN})"))
+        .and_then(|mut check| {
+            check
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        });
+    match checked {
+        Ok(rows) if rows == ["ok"] => None,
+        Ok(rows) => Some(
+            rows.iter()
+                .flat_map(|row| row.lines())
+                .filter(|line| !line.starts_with("***"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Err(e) if is_damage(&e) => Some(e.to_string()),
+        Err(_) => None,
+    }
+}
+
+/// Whether SQLite failed because the database file is damaged (a page it
+/// read makes no sense, or the file is not a database at all): retrying
+/// will not help, restoring will.
+pub(crate) fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
 
 /// Sets the connection options every connection shares.
 pub(crate) fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {

@@ -77,13 +77,15 @@ impl EmbeddedStore {
         let lock = data_dir::lock(dir)?;
         let path = dir.join("wharf.db");
         let shown = path.display();
+        // Past the open, a failure may be a damaged file: say so if it is.
+        let failed = |message: String| schema::failure(&path, message);
         let mut conn = Connection::open(&path)
             .map_err(|e| Error::Storage(format!("cannot open {shown}: {e}")))?;
         schema::configure(&conn, durability)
-            .map_err(|e| Error::Storage(format!("cannot configure {shown}: {e}")))?;
-        schema::migrate(&mut conn).map_err(|e| Error::Storage(format!("{shown}: {e}")))?;
+            .map_err(|e| failed(format!("cannot configure {shown}: {e}")))?;
+        schema::migrate(&mut conn).map_err(|e| failed(format!("{shown}: {e}")))?;
         let queues = Queues::load(&conn, queue_defaults, clock.now())
-            .map_err(|e| Error::Storage(format!("cannot read the queues of {shown}: {e}")))?;
+            .map_err(|e| failed(format!("cannot read the queues of {shown}: {e}")))?;
         let receipt_key = queues.receipt_key().clone();
         let (head_tx, head) = watch::channel(Position::START);
         let (deadline_tx, deadline) = watch::channel(None);
@@ -97,7 +99,7 @@ impl EmbeddedStore {
             deadline_tx,
             checkpoint,
         )
-        .map_err(|e| Error::Storage(format!("cannot read {shown}: {e}")))?;
+        .map_err(|e| failed(format!("cannot read {shown}: {e}")))?;
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let handle = std::thread::Builder::new()
             .name("wharf-writer".into())

@@ -18,6 +18,7 @@ use wharf_storage::{AppendRequest, ORPHANED};
 
 use crate::checkpoint::{self, Checkpoints, Copied};
 use crate::queue::{Answer, Orphans, QueueCommand, Queues};
+use crate::schema;
 use wharf_storage::codec::{encode_metadata, reference_columns};
 
 /// Most appends one transaction carries; bounds the latency a large group
@@ -310,9 +311,18 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed");
-                let message = format!("commit failed: {e}");
+                let failure = if schema::is_damage(&e) {
+                    // The group read a damaged page: every retry would.
+                    let db = self.conn.path().unwrap_or_default();
+                    Error::Storage(format!(
+                        "commit failed: {e}: {db} is damaged; restore the data directory \
+                         from a backup"
+                    ))
+                } else {
+                    Error::Unavailable(format!("commit failed: {e}"))
+                };
                 for answer in pending {
-                    answer.fail(Error::Unavailable(message.clone()));
+                    answer.fail(failure.clone());
                 }
                 self.queues.forget_wakes();
                 if let Err(e) = self.reload_all(now) {

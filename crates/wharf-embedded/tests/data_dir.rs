@@ -6,7 +6,7 @@ use wharf_core::{
     Durability, Error, ExpectedVersion, NewEvent, ReadDirection, StreamStart, SystemClock,
 };
 use wharf_embedded::EmbeddedStore;
-use wharf_storage::{AppendRequest, EventLog};
+use wharf_storage::{AppendRequest, EventLog, QueueStore};
 
 fn open(path: &std::path::Path) -> wharf_core::Result<EmbeddedStore> {
     EmbeddedStore::open(path, Durability::Full, Arc::new(SystemClock))
@@ -118,4 +118,118 @@ fn a_database_from_a_newer_wharf_is_refused() {
     let err = open(dir.path()).err().expect("newer schema is refused");
     assert!(err.to_string().contains("schema version 99"), "{err}");
     assert!(err.to_string().contains("upgrade Wharf"), "{err}");
+}
+
+/// Closes `store` and checkpoints its WAL into the database file, which
+/// then holds everything (a damaged page cannot hide behind a WAL copy);
+/// returns the file.
+async fn close_into_the_file(store: EmbeddedStore) -> std::path::PathBuf {
+    let db = store.database_path().to_path_buf();
+    store.close().await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    db
+}
+
+/// Overwrites the start of every page after the first (the header and the
+/// schema stay readable) with garbage, as a failing disk might.
+fn damage(db: &std::path::Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let len = std::fs::metadata(db).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    let page = 16 * 1024;
+    let mut at = 2 * page;
+    while at < len {
+        file.seek(SeekFrom::Start(at + 8)).unwrap();
+        file.write_all(&[0xa5; 200]).unwrap();
+        at += page;
+    }
+    file.sync_all().unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_database_is_refused_saying_it_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let queue = "jobs".parse().unwrap();
+    let messages = (0..200)
+        .map(|i| wharf_core::NewMessage::new(format!("message {i}")))
+        .collect();
+    store.enqueue(&queue, messages).await.unwrap();
+    let db = close_into_the_file(store).await;
+    damage(&db);
+    let before = std::fs::read(&db).unwrap();
+
+    let err = open(dir.path())
+        .err()
+        .expect("a damaged database is refused");
+    let said = err.to_string();
+    assert!(said.contains("is damaged"), "{said}");
+    assert!(said.contains("SQLite's integrity check: "), "{said}");
+    assert!(
+        said.contains("restore the data directory from a backup"),
+        "{said}"
+    );
+    assert!(said.contains(&db.display().to_string()), "{said}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file is untouched");
+}
+
+#[tokio::test]
+async fn a_healthy_database_is_not_called_damaged_when_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let db = store.database_path().to_path_buf();
+    store.close().await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = open(dir.path()).err().expect("newer schema is refused");
+    assert!(!err.to_string().contains("damaged"), "{err}");
+}
+
+#[tokio::test]
+async fn a_damaged_page_met_after_the_open_fails_the_request_as_damage_not_as_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let queue = "jobs".parse().unwrap();
+    // Payloads no other row holds, so the pages holding them are known.
+    let marker = vec![b'Z'; 4000];
+    for _ in 0..50 {
+        let message = wharf_core::NewMessage::new(marker.clone());
+        store.enqueue(&queue, vec![message]).await.unwrap();
+    }
+    let db = close_into_the_file(store).await;
+    // Garbage over the page header and cell pointers of each page that
+    // holds a payload: the queue's state loads, its content cannot be read.
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = 16 * 1024;
+    let mut damaged = 0;
+    for start in (0..bytes.len()).step_by(page) {
+        let end = (start + page).min(bytes.len());
+        if bytes[start..end].windows(64).any(|w| w == &marker[..64]) {
+            bytes[start..start + 64].fill(0xa5);
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no page holds a payload");
+    std::fs::write(&db, bytes).unwrap();
+
+    let store = open(dir.path()).unwrap();
+    let options = wharf_core::DequeueOptions {
+        max_messages: 100,
+        ..Default::default()
+    };
+    let err = store.dequeue(&queue, options).await.unwrap_err();
+    assert!(matches!(err, Error::Storage(_)), "{err:?}");
+    let said = err.to_string();
+    assert!(said.contains("is damaged"), "{said}");
+    assert!(
+        said.contains("restore the data directory from a backup"),
+        "{said}"
+    );
+    assert!(said.contains(&db.display().to_string()), "{said}");
+    store.close().await;
 }
