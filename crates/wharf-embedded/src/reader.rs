@@ -65,8 +65,15 @@ fn poisoned<T>(_: T) -> Error {
     Error::Storage("reader pool lock poisoned".to_owned())
 }
 
+/// A read's failure; one that met a damaged page says what to do about it.
 pub(crate) fn storage(e: rusqlite::Error) -> Error {
-    Error::Storage(e.to_string())
+    if schema::is_damage(&e) {
+        Error::Storage(format!(
+            "{e}: the database file is damaged; restore the data directory from a backup"
+        ))
+    } else {
+        Error::Storage(e.to_string())
+    }
 }
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {

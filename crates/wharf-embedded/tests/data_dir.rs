@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use wharf_core::{
-    Durability, Error, ExpectedVersion, NewEvent, ReadDirection, StreamStart, SystemClock,
+    Durability, Error, ExpectedVersion, NewEvent, ReadDirection, StreamName, StreamStart,
+    SystemClock,
 };
 use wharf_embedded::EmbeddedStore;
 use wharf_storage::{AppendRequest, EventLog, QueueStore};
@@ -133,6 +134,28 @@ async fn close_into_the_file(store: EmbeddedStore) -> std::path::PathBuf {
     db
 }
 
+/// Overwrites the header and cell pointers of each table leaf page (type
+/// byte 13) that holds `marker`, so reading a row there fails while the
+/// rest of the file reads; interior pages, whose free space may still hold
+/// stale copies of rows, are left alone.
+fn damage_leaves_holding(db: &std::path::Path, marker: &[u8]) {
+    const TABLE_LEAF: u8 = 13;
+    let mut bytes = std::fs::read(db).unwrap();
+    let page = 16 * 1024;
+    let mut damaged = 0;
+    // Page 1 starts with the file header; no row of ours is there.
+    for start in (page..bytes.len()).step_by(page) {
+        let end = (start + page).min(bytes.len());
+        let leaf = bytes[start] == TABLE_LEAF;
+        if leaf && bytes[start..end].windows(64).any(|w| w == &marker[..64]) {
+            bytes[start..start + 64].fill(0xa5);
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no leaf page holds the marker");
+    std::fs::write(db, bytes).unwrap();
+}
+
 /// Overwrites the start of every page after the first (the header and the
 /// schema stay readable) with garbage, as a failing disk might.
 fn damage(db: &std::path::Path) {
@@ -202,20 +225,8 @@ async fn a_damaged_page_met_after_the_open_fails_the_request_as_damage_not_as_un
         store.enqueue(&queue, vec![message]).await.unwrap();
     }
     let db = close_into_the_file(store).await;
-    // Garbage over the page header and cell pointers of each page that
-    // holds a payload: the queue's state loads, its content cannot be read.
-    let mut bytes = std::fs::read(&db).unwrap();
-    let page = 16 * 1024;
-    let mut damaged = 0;
-    for start in (0..bytes.len()).step_by(page) {
-        let end = (start + page).min(bytes.len());
-        if bytes[start..end].windows(64).any(|w| w == &marker[..64]) {
-            bytes[start..start + 64].fill(0xa5);
-            damaged += 1;
-        }
-    }
-    assert!(damaged > 0, "no page holds a payload");
-    std::fs::write(&db, bytes).unwrap();
+    // The queue's state loads, its content cannot be read.
+    damage_leaves_holding(&db, &marker);
 
     let store = open(dir.path()).unwrap();
     let options = wharf_core::DequeueOptions {
@@ -232,4 +243,41 @@ async fn a_damaged_page_met_after_the_open_fails_the_request_as_damage_not_as_un
     );
     assert!(said.contains(&db.display().to_string()), "{said}");
     store.close().await;
+}
+
+#[tokio::test]
+async fn a_read_that_meets_a_damaged_page_says_the_file_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).unwrap();
+    let marker = vec![b'Q'; 4000];
+    let (old, newer) = ("old".parse().unwrap(), "newer".parse().unwrap());
+    let append = |stream: &StreamName, data: Vec<u8>| AppendRequest {
+        stream: stream.clone(),
+        expected: ExpectedVersion::Any,
+        events: vec![NewEvent::new("E", data)],
+    };
+    log.append(append(&old, marker.clone())).await.unwrap();
+    // Later events fill later pages, so the log's head stays readable.
+    for _ in 0..20 {
+        log.append(append(&newer, vec![b'R'; 4000])).await.unwrap();
+    }
+    let db = close_into_the_file(log).await;
+    damage_leaves_holding(&db, &marker);
+
+    let log = open(dir.path()).unwrap();
+    let err = log
+        .read_stream(&old, StreamStart::Edge, ReadDirection::Forwards, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Storage(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("database file is damaged"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("restore the data directory from a backup"),
+        "{err}"
+    );
+    log.close().await;
 }
