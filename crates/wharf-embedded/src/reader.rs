@@ -69,7 +69,8 @@ fn poisoned<T>(_: T) -> Error {
 pub(crate) fn storage(e: rusqlite::Error) -> Error {
     if schema::is_damage(&e) {
         Error::Storage(format!(
-            "{e}: the database file is damaged; restore the data directory from a backup"
+            "{e}: the database file is damaged; {}",
+            schema::RESTORE
         ))
     } else {
         Error::Storage(e.to_string())

@@ -103,6 +103,9 @@ CREATE INDEX messages_by_payload ON message_payloads (payload_hash)
     WHERE payload_hash IS NOT NULL;
 ";
 
+/// What every error about a damaged database file tells its reader to do.
+pub(crate) const RESTORE: &str = "restore the data directory from a backup";
+
 /// Most problems SQLite's integrity check reports for a damaged file.
 const PROBLEMS_SHOWN: u32 = 3;
 
@@ -114,8 +117,7 @@ const PROBLEMS_SHOWN: u32 = 3;
 pub(crate) fn failure(path: &Path, message: String) -> Error {
     match problems(path) {
         Some(found) => Error::Storage(format!(
-            "{message}; {} is damaged (SQLite's integrity check: {found}): restore the data \
-             directory from a backup",
+            "{message}; {} is damaged (SQLite's integrity check: {found}): {RESTORE}",
             path.display()
         )),
         None => Error::Storage(message),

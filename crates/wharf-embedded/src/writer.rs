@@ -315,8 +315,8 @@ impl Writer {
                     // The group read a damaged page: every retry would.
                     let db = self.conn.path().unwrap_or_default();
                     Error::Storage(format!(
-                        "commit failed: {e}: {db} is damaged; restore the data directory \
-                         from a backup"
+                        "commit failed: {e}: {db} is damaged; {}",
+                        schema::RESTORE
                     ))
                 } else {
                     Error::Unavailable(format!("commit failed: {e}"))
